@@ -1,0 +1,66 @@
+"""The runner and the ``labkit`` command on a tiny chapter made here (one papermill run)."""
+import json
+
+import nbformat
+import pytest
+
+from labkit import cli, runner
+
+
+def _chapter(folder):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Tiny chapter"),
+        nbformat.v4.new_code_cell('budget = "quick"\nseed = 0\nscale = 1.5\nfail = False',
+                                  metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(
+            "from labkit.report import Claim, save_claims\n"
+            "assert not fail, 'asked to fail'\n"
+            "save_claims('00-tiny', 'Tiny', budget, [Claim('c', 'p', scale, 'any', True)])"),
+    ]
+    folder.mkdir()
+    nbformat.write(nb, folder / "00-tiny.ipynb")
+
+
+@pytest.fixture()
+def tiny(tmp_path, monkeypatch):
+    _chapter(tmp_path / "notebooks")
+    monkeypatch.setattr(runner, "NOTEBOOKS_DIR", tmp_path / "notebooks")
+    monkeypatch.setattr(runner, "BUILD_DIR", tmp_path / "build")
+    monkeypatch.setattr(runner, "RESULTS_DIR", tmp_path / "results")
+    return tmp_path
+
+
+def test_unknown_chapter_budget_and_parameter_are_one_line_errors(tiny, capsys):
+    assert cli.main(["run", "99-nope"]) == 2
+    assert "chapter='99-nope' is not valid; choose one of: '00-tiny'" in capsys.readouterr().err
+    assert cli.main(["run", "00-tiny", "--budget", "huge"]) == 2
+    assert "budget='huge'" in capsys.readouterr().err
+    assert cli.main(["run", "tiny", "-p", "scael", "2"]) == 2
+    assert "unknown parameter 'scael' for 00-tiny; valid parameters: budget, fail, scale, seed" in capsys.readouterr().err
+    assert cli.main(["run", "00", "-p", "scale", "big"]) == 2
+    err = capsys.readouterr().err
+    assert "scale='big' has the wrong type" in err and len(err.strip().splitlines()) == 1
+    assert not (tiny / "build").exists(), "bad input must be rejected before any work starts"
+
+
+def test_run_writes_notebook_claims_provenance_and_full_results(tiny):
+    out = runner.run_chapter("00-tiny", "full", {"scale": 2})
+    assert out == tiny / "build" / "full" / "00-tiny.ipynb" and out.exists()
+    record = json.loads(out.with_suffix(".claims.json").read_text())
+    assert record["claims"][0]["measured"] == 2.0 and record["provenance"]["duration_s"] > 0
+    chapter = runner.find_chapter("00-tiny")
+    assert runner.is_fresh(chapter, "full", {"scale": 2.0}) and not runner.is_fresh(chapter, "full")
+    # a run with overridden parameters is not the reproduction: results/full stays untouched
+    assert not (tiny / "results" / "full" / "00-tiny.json").exists()
+    runner.run_chapter("00-tiny", "full")
+    assert json.loads((tiny / "results" / "full" / "00-tiny.json").read_text())["budget"] == "full"
+
+
+def test_failed_run_keeps_its_notebook(tiny, capsys):
+    assert cli.main(["run", "00-tiny", "-p", "fail", "True"]) == 1
+    kept = tiny / "build" / "quick" / "00-tiny.ipynb"
+    assert str(kept) in capsys.readouterr().err
+    nb = json.loads(kept.read_text())
+    assert any(o.get("ename") == "AssertionError" for c in nb["cells"] for o in c.get("outputs", []))
+    assert not runner.is_fresh(runner.find_chapter("00-tiny"), "quick", {"fail": True})
