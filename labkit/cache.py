@@ -127,3 +127,32 @@ def _decode(value: Any) -> Any:
     if isinstance(value, list):
         return [_decode(v) for v in value]
     return value
+
+
+def cached_runs(name: str, fn: Callable[..., Any], runs: list[Mapping[str, Any]], workers: int = 0) -> list[Any]:
+    """``[fn(**kw) for kw in runs]``, each run cached on its own arguments; misses run in parallel.
+
+    One entry per run means a widget that retrains one configuration, a quick build and a full
+    build all share whatever runs they have in common. Identical runs are computed once.
+    """
+    from .parallel import map_runs
+
+    keys = [cache_key(name, dict(kw)) for kw in runs]
+    unique = list(dict.fromkeys(keys))
+    first = {key: runs[keys.index(key)] for key in unique}
+    done: dict[str, Any] = {}
+    if enabled():
+        for key in unique:
+            path = cache_dir() / name / f"{key}.pt"
+            if path.exists():
+                try:
+                    done[key] = _decode(torch.load(path, weights_only=True, map_location="cpu"))
+                except Exception:
+                    path.unlink(missing_ok=True)
+    missing = [key for key in unique if key not in done]
+    for key, result in zip(missing, map_runs(fn, [first[key] for key in missing], workers)):
+        encoded = _encode(result)
+        if enabled():
+            save_atomic(encoded, cache_dir() / name / f"{key}.pt")
+        done[key] = _decode(encoded)  # hits and misses come back in the same types
+    return [done[key] for key in keys]

@@ -26,7 +26,7 @@ class Claim:
 
     name: str
     paper: str
-    measured: float | str
+    measured: float | str | None  # None: not measured at this budget
     check: str
     held: bool
     asserted_at: tuple[str, ...] = ("quick", "full")
@@ -41,6 +41,8 @@ class Claim:
         return budget in self.asserted_at
 
     def measured_text(self, digits: int = 3) -> str:
+        if self.measured is None:
+            return "—"
         if isinstance(self.measured, float):
             return "nan" if math.isnan(self.measured) else f"{self.measured:.{digits}f}"
         return str(self.measured)
@@ -60,6 +62,9 @@ class ClaimsTable:
     def rows(self) -> list[tuple[str, str, str, str, str]]:
         out = []
         for c in self.claims:
+            if c.measured is None:
+                out.append((c.name, c.paper, "—", c.check, f"not measured at {self.budget}"))
+                continue
             status = "held" if c.held else "not reproduced"
             where = "asserted" if c.asserted(self.budget) else f"shown (asserted at {'/'.join(c.asserted_at) or 'none'})"
             out.append((c.name, c.paper, c.measured_text(), c.check, f"{status}; {where}"))
@@ -72,7 +77,7 @@ class ClaimsTable:
         head = "".join(f"<th>{h}</th>" for h in ("Claim", "Paper", f"Ours ({self.budget})", "Check", "Status"))
         body = []
         for c, row in zip(self.claims, self.rows()):
-            colour = "#e6f4ea" if c.held else "#fce8e6"
+            colour = "#f1f3f4" if c.measured is None else "#e6f4ea" if c.held else "#fce8e6"
             cells = "".join(f"<td>{html.escape(cell)}</td>" for cell in row)
             body.append(f'<tr style="background:{colour}">{cells}</tr>')
         return (f'<table class="labkit-claims"><thead><tr>{head}</tr></thead>'

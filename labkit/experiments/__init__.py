@@ -1,0 +1,1 @@
+"""One module per chapter: its config, runs, ablations and claims."""
