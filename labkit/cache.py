@@ -150,7 +150,7 @@ def cached_runs(name: str, fn: Callable[..., Any], runs: list[Mapping[str, Any]]
                 except Exception:
                     path.unlink(missing_ok=True)
     missing = [key for key in unique if key not in done]
-    for key, result in zip(missing, map_runs(fn, [first[key] for key in missing], workers)):
+    for key, result in zip(missing, map_runs(fn, [first[key] for key in missing], workers, desc=f"{name}: {len(missing)} runs")):
         encoded = _encode(result)
         if enabled():
             save_atomic(encoded, cache_dir() / name / f"{key}.pt")

@@ -53,24 +53,45 @@ def shutdown() -> None:
 atexit.register(shutdown)
 
 
-def map_runs(fn: Callable[..., Any], runs: Sequence[Mapping[str, Any]], workers: int = 0) -> list[Any]:
+def map_runs(fn: Callable[..., Any], runs: Sequence[Mapping[str, Any]], workers: int = 0,
+             desc: str | None = None) -> list[Any]:
     """``[fn(**kwargs) for kwargs in runs]``, over ``workers`` processes (0: one per core).
 
     ``fn`` must be importable (defined in a module, not a notebook). With one worker, or one run,
     everything runs here, single-threaded like the workers, so the numbers are the same.
     """
-    workers = workers or available_workers()
-    if workers <= 1 or len(runs) <= 1:
-        import torch
+    from .train import progress_bar
 
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return [fn(**kwargs) for kwargs in runs]
-        finally:
-            torch.set_num_threads(threads)
-    pool = _pool(min(workers, len(runs)) if _POOL is None else max(_POOL_SIZE, min(workers, len(runs))))
-    return list(pool.map(_call, [(fn, dict(kwargs)) for kwargs in runs]))
+    if not runs:
+        return []
+    workers = workers or available_workers()
+    bar = progress_bar(len(runs), desc or f"{getattr(fn, '__name__', 'runs')} ({len(runs)} runs)")
+    try:
+        if workers <= 1 or len(runs) <= 1:
+            return [_tick(bar, fn(**kwargs)) for kwargs in _single_threaded(runs)]
+        pool = _pool(min(workers, len(runs)) if _POOL is None else max(_POOL_SIZE, min(workers, len(runs))))
+        return [_tick(bar, result) for result in pool.map(_call, [(fn, dict(kwargs)) for kwargs in runs])]
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _tick(bar, result: Any) -> Any:
+    if bar is not None:
+        bar.update(1)
+    return result
+
+
+def _single_threaded(runs: Sequence[Mapping[str, Any]]):
+    """Yield the runs with torch limited to one thread, as in the workers, so numbers match."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield from runs
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _call(job: tuple[Callable[..., Any], dict[str, Any]]) -> Any:

@@ -96,18 +96,19 @@ def _cycle(batches: Iterable) -> Iterator:
     return itertools.chain.from_iterable(itertools.repeat(batches))
 
 
-def _progress(num_steps: int, desc: str | None, progress: bool):
+def progress_bar(total: int, desc: str | None = None, progress: bool = True):
+    """A ``tqdm.auto`` bar (a widget in Lab), plain text under ``LABKIT_PROGRESS=text``, or None."""
     mode = os.environ.get("LABKIT_PROGRESS", "auto").lower() if progress else "off"
     if mode == "off":
         return None
     if mode == "text":
         from tqdm import tqdm
 
-        return tqdm(total=num_steps, desc=desc, file=sys.stdout, mininterval=30, ascii=True,
+        return tqdm(total=total, desc=desc, file=sys.stdout, mininterval=30, ascii=True,
                     dynamic_ncols=False, ncols=80)
     from tqdm.auto import tqdm
 
-    return tqdm(total=num_steps, desc=desc, leave=False)
+    return tqdm(total=total, desc=desc, leave=False)
 
 
 def fit(model: Any, batches: Iterable, step_fn: Callable[[Any, int], dict[str, Any]],
@@ -121,7 +122,7 @@ def fit(model: Any, batches: Iterable, step_fn: Callable[[Any, int], dict[str, A
         raise ValueError(f"log_every={log_every!r} must be >= 1")
     history = History()
     state = FitState(step=0, num_steps=num_steps, model=model, history=history, logs={})
-    bar = _progress(num_steps, desc, progress)
+    bar = progress_bar(num_steps, desc, progress)
     if hasattr(model, "train"):
         model.train()
     stream = _cycle(batches)
