@@ -1,0 +1,5 @@
+"""Metrics shared by chapters: retrieval (Recall@K, NMI) and GAN sample quality."""
+from labkit.metrics.gan import mode_quality
+from labkit.metrics.retrieval import nearest_neighbours, nmi, recall_at_k
+
+__all__ = ["mode_quality", "nearest_neighbours", "nmi", "recall_at_k"]
