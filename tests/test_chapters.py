@@ -95,9 +95,9 @@ def test_book_has_intro_chapters_and_scoreboard(built_book):
 @pytest.mark.browser
 @pytest.mark.parametrize("page", [f"chapters/{slug}.html" for slug in CHAPTERS] + ["scoreboard.html", "index.html"])
 def test_pages_render_in_chromium(built_book, page):
-    from labkit.book import check_page_in_browser, serve
+    from labkit.book import check_page_in_browser, serve_directory
 
-    with serve(built_book.parent) as base_url:
+    with serve_directory(built_book.parent) as base_url:
         report = check_page_in_browser(f"{base_url}/{page}")
     assert not report["errors"], report["errors"]
     assert not report["external_requests"], report["external_requests"]
