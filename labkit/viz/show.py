@@ -49,7 +49,7 @@ def figure_bundle(fig) -> dict[str, object]:
     _seen[digest] += 1
     div_id = f"labkit-plotly-{digest}" + (f"-{_seen[digest]}" if _seen[digest] > 1 else "")
     height = fig.layout.height
-    html = fig.to_html(include_plotlyjs=False, full_html=False, div_id=div_id,
+    html = fig.to_html(include_plotlyjs=False, full_html=False, div_id=div_id, auto_play=False,
                        default_width="100%", default_height=f"{int(height or 450)}px")
     return {
         PLOTLY_MIME: json.loads(fig_json) | {"config": {"responsive": True}},
