@@ -28,9 +28,14 @@ def available_workers() -> int:
 
 
 def _init_worker() -> None:
+    import signal
+
     import torch
 
     torch.set_num_threads(1)
+    # An interrupt (Lab's stop button, a kernel shutdown) is for the parent, which cancels the
+    # pending runs; workers would otherwise each print a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:

@@ -93,7 +93,7 @@ def test_book_has_intro_chapters_and_scoreboard(built_book):
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("page", [f"chapters/{slug}.html" for slug in CHAPTERS] + ["scoreboard.html", "index.html"])
+@pytest.mark.parametrize("page", [f"chapters/{slug}.html" for slug in CHAPTERS] + ["scoreboard.html", "intro.html"])
 def test_pages_render_in_chromium(built_book, page):
     from labkit.book import check_page_in_browser, serve_directory
 

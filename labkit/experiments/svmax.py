@@ -289,3 +289,9 @@ def claims(results: dict) -> list[Claim]:
                      gan_gain >= 0, asserted_at=(),
                      detail="weak claim: seed noise dominates; shown, never asserted"))
     return out
+
+
+def circle_spread(results: dict) -> dict[str, list[float]]:
+    """Normalized spread (s_μ − L)/(U − L) of the unit-circle embeddings after each epoch."""
+    return {run["variant"]: [float(svmax.normalized_spread(torch.as_tensor(E, dtype=torch.float64)))
+                             for E in run["embeddings"]] for run in results["circle"]}
