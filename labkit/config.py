@@ -7,6 +7,8 @@ from a budget name plus overrides and rejects anything it does not know, naming 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
 import random
 from typing import Any, Iterable, Mapping, TypeVar
@@ -39,6 +41,39 @@ def check_range(name: str, value: float, low: float | None = None, high: float |
         span = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
         raise ValueError(f"{name}={value!r} is out of range; it must lie in {span}")
     return value
+
+
+DEFAULT_SEED = 0
+
+
+def as_generator(generator: torch.Generator | int | None) -> torch.Generator:
+    """A CPU ``torch.Generator`` from a generator, an int seed, or None (seed ``DEFAULT_SEED``).
+
+    None means a fixed seed rather than fresh entropy, so a call without a seed still repeats.
+    """
+    if isinstance(generator, torch.Generator):
+        return generator
+    if generator is None:
+        return torch.Generator().manual_seed(DEFAULT_SEED)
+    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
+        return torch.Generator().manual_seed(int(generator))
+    raise ValueError(f"generator={generator!r} is not valid; pass a torch.Generator, an int seed or None")
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Return ``value`` if it is an int ≥ 1; otherwise raise a ValueError naming it."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}={value!r} is not valid; it must be an int >= 1")
+    return int(value)
+
+
+def check_positive_float(name: str, value: object) -> float:
+    """Return ``value`` if it is a finite real number > 0; otherwise raise a ValueError naming it."""
+    is_real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not is_real or not math.isfinite(value):
+        raise ValueError(f"{name}={value!r} is not valid; it must be a finite number > 0")
+    check_range(name, value, 0.0, low_open=True)
+    return float(value)
 
 
 def seed_all(seed: int) -> torch.Generator:

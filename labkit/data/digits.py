@@ -14,7 +14,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from labkit.data.gaussian_mixture import as_generator, check_positive_int
+from labkit.config import as_generator, check_positive_int
 
 NUM_CLASSES = 10
 IMAGE_SIZE = 8

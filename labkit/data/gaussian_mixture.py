@@ -9,44 +9,11 @@ Sampling is deterministic from a seed or a ``torch.Generator``; the global RNG i
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Callable
 
 import torch
 
-from labkit.config import check_choice, check_range
-
-DEFAULT_SEED = 0
-
-
-def as_generator(generator: torch.Generator | int | None) -> torch.Generator:
-    """A CPU ``torch.Generator`` from a generator, an int seed, or None (seed ``DEFAULT_SEED``).
-
-    None means a fixed seed rather than fresh entropy, so a call without a seed still repeats.
-    """
-    if isinstance(generator, torch.Generator):
-        return generator
-    if generator is None:
-        return torch.Generator().manual_seed(DEFAULT_SEED)
-    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
-        return torch.Generator().manual_seed(int(generator))
-    raise ValueError(f"generator={generator!r} is not valid; pass a torch.Generator, an int seed or None")
-
-
-def check_positive_int(name: str, value: object) -> int:
-    """Return ``value`` if it is an int ≥ 1; otherwise raise a ValueError naming it."""
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}={value!r} is not valid; it must be an int >= 1")
-    return int(value)
-
-
-def check_positive_float(name: str, value: object) -> float:
-    """Return ``value`` if it is a finite real number > 0; otherwise raise a ValueError naming it."""
-    is_real = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not is_real or not math.isfinite(value):
-        raise ValueError(f"{name}={value!r} is not valid; it must be a finite number > 0")
-    check_range(name, value, 0.0, low_open=True)
-    return float(value)
+from labkit.config import as_generator, check_choice, check_positive_float, check_positive_int
 
 
 def ring_centres(num_modes: int = 8, radius: float = 2.0) -> torch.Tensor:

@@ -43,7 +43,7 @@ import warnings
 
 import torch
 
-from labkit.config import check_choice, check_range
+from labkit.config import as_generator, check_choice, check_range
 
 __all__ = [
     "mean_singular_value", "lower_bound", "upper_bound", "svmax_bounded", "svmax_plain",
@@ -162,15 +162,11 @@ def svmax_penalty(E: torch.Tensor, lam: float, form: str = "bounded", **options)
 
 # --- Batches for the bounds explorer and the bound tests -------------------------------------
 
-def _generator(generator: torch.Generator | None) -> torch.Generator:
-    return generator if generator is not None else torch.Generator().manual_seed(0)
-
-
 def orthonormal_stack(k: int, d: int, generator: torch.Generator | None = None,
                       dtype: torch.dtype = torch.float64) -> torch.Tensor:
     r"""k random orthonormal bases of R^d stacked: shape (k*d, d), $E^\top E = kI$, so $s_\mu = U$."""
     k, d = _check_size("k", k), _check_size("d", d)
-    gaussian = torch.randn(k, d, d, generator=_generator(generator), dtype=torch.float64)
+    gaussian = torch.randn(k, d, d, generator=as_generator(generator), dtype=torch.float64)
     bases, _ = torch.linalg.qr(gaussian)  # (k, d, d), each an orthogonal matrix
     return bases.reshape(k * d, d).to(dtype)
 
@@ -190,7 +186,7 @@ def collapsed_batch(b: int, d: int, generator: torch.Generator | None = None,
                     dtype: torch.dtype = torch.float64) -> torch.Tensor:
     r"""b copies of one random unit vector with random signs: shape (b, d), rank 1, $s_\mu = L$."""
     b, d = _check_size("b", b), _check_size("d", d)
-    generator = _generator(generator)
+    generator = as_generator(generator)
     direction = torch.randn(d, generator=generator, dtype=torch.float64)
     signs = torch.randint(0, 2, (b, 1), generator=generator).to(torch.float64) * 2 - 1
     return (signs * direction / torch.linalg.vector_norm(direction)).to(dtype)
@@ -200,5 +196,5 @@ def random_unit_batch(b: int, d: int, generator: torch.Generator | None = None,
                       dtype: torch.dtype = torch.float64) -> torch.Tensor:
     r"""b Gaussian rows projected onto the unit sphere: shape (b, d), $L \le s_\mu \le U$."""
     b, d = _check_size("b", b), _check_size("d", d)
-    gaussian = torch.randn(b, d, generator=_generator(generator), dtype=torch.float64)
+    gaussian = torch.randn(b, d, generator=as_generator(generator), dtype=torch.float64)
     return torch.nn.functional.normalize(gaussian, dim=1).to(dtype)

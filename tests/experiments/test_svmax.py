@@ -94,3 +94,11 @@ def test_unrolled_discriminator_restores_weights():
     assert torch.equal(D.weight, before["weight"] + 3)
     D.load_state_dict(saved)
     assert torch.equal(D.weight, before["weight"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_the_same_runs_work_on_cuda():
+    run = train_retrieval("contrastive", 0.1, 0, "svmax", 1.0, num_steps=20, device="cuda")
+    assert np.isfinite(run["recall"]["1"])
+    gan = train_ring_gan(0.005, 0.01, 0, num_steps=10, num_checkpoints=1, device="cuda")
+    assert gan["heatmaps"].shape[0] == 2
