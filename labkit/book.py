@@ -159,6 +159,8 @@ def _value(measured: object) -> str:
 def _outcome(claim: dict | None) -> str:
     if claim is None:
         return "—"
+    if claim.get("measured") is None:
+        return "not measured at this budget"
     verdict = "✓ held" if claim.get("held") else "✗ not reproduced"
     return f"{_md(_value(claim.get('measured')))} · {verdict}"
 
@@ -183,8 +185,8 @@ def _age(record: dict, now: _dt.datetime) -> str:
 def _held(record: dict | None) -> str:
     if not record:
         return "—"
-    claims = record.get("claims", [])
-    return f"{sum(bool(c.get('held')) for c in claims)} of {len(claims)} held"
+    claims = [c for c in record.get("claims", []) if c.get("measured") is not None]
+    return f"{sum(bool(c.get('held')) for c in claims)} of {len(claims)} measured held"
 
 
 def scoreboard_markdown(current: Mapping[str, dict | None], full: Mapping[str, dict], budget: str,

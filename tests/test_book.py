@@ -56,10 +56,17 @@ def test_scoreboard_shows_both_budgets_with_age_and_held_counts():
         claim("beats spread-out at large lr", 0.031, True, asserted_at=["full"])])}
     md = book.scoreboard_markdown(current, full, "quick", now=NOW)
     assert "mean singular value within bounds" in md
-    assert "This build (quick): **1 of 2 held**" in md
+    assert "This build (quick): **1 of 2 measured held**" in md
     assert "2026-11-20, 7 days old" in md
     assert "0.031 · ✓ held" in md and "-0.250 · ✗ not reproduced" in md
-    assert "2 of 2 held" in md
+    assert "2 of 2 measured held" in md
+
+
+def test_scoreboard_says_not_measured_instead_of_not_reproduced():
+    current = {"03-svmax": record("03-svmax", "quick", "2026-11-27T10:00:00+00:00", [
+        claim("sweep", None, False, asserted_at=["full"]), claim("bounds", 0.0, True)])}
+    md = book.scoreboard_markdown(current, {}, "quick", now=NOW)
+    assert "not measured at this budget" in md and "1 of 1 measured held" in md
 
 
 def test_scoreboard_without_full_run_says_so_and_lists_full_only_chapters():
