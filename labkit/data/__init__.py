@@ -26,3 +26,39 @@ __all__ = [
     "ring_centres",
     "sample_mixture",
 ]
+
+from labkit.data.small_data import (
+    SMALL_DATASETS,
+    ImageSplit,
+    class_counts,
+    digits_few_shot,
+    load_small_data,
+    stratified_indices,
+    upsampled_digits,
+)
+from labkit.data.glyphs import (
+    MAX_STROKES,
+    GlyphJitter,
+    glyph_open_set,
+    glyph_prototypes,
+    glyphs_few_shot,
+    make_glyphs,
+    render_glyphs,
+)
+
+__all__ += [
+    "GlyphJitter",
+    "ImageSplit",
+    "MAX_STROKES",
+    "SMALL_DATASETS",
+    "class_counts",
+    "digits_few_shot",
+    "glyph_open_set",
+    "glyph_prototypes",
+    "glyphs_few_shot",
+    "load_small_data",
+    "make_glyphs",
+    "render_glyphs",
+    "stratified_indices",
+    "upsampled_digits",
+]

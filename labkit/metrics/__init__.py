@@ -3,3 +3,6 @@ from labkit.metrics.gan import mode_quality
 from labkit.metrics.retrieval import nearest_neighbours, nmi, recall_at_k
 
 __all__ = ["mode_quality", "nearest_neighbours", "nmi", "recall_at_k"]
+from labkit.metrics.cost import count_cost
+
+__all__ += ["count_cost"]

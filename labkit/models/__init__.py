@@ -2,3 +2,8 @@
 from labkit.models.mlp import ACTIVATIONS, MLP, make_embedding_net, ring_gan_models
 
 __all__ = ["ACTIVATIONS", "MLP", "make_embedding_net", "ring_gan_models"]
+from labkit.models.small_cnn import (BACKBONES, BasicBlock, PlainCNN, ResNetSmall, init_weights,
+                                     make_backbone, scaled_width)
+
+__all__ += ["BACKBONES", "BasicBlock", "PlainCNN", "ResNetSmall", "init_weights", "make_backbone",
+            "scaled_width"]
