@@ -62,3 +62,35 @@ __all__ += [
     "stratified_indices",
     "upsampled_digits",
 ]
+
+from labkit.data.scenes import (
+    BUCKET_NAMES,
+    CLASS_NAMES,
+    SHAPES,
+    SIZE_BUCKETS,
+    SceneConfig,
+    Scenes,
+    coco_area_ranges,
+    make_object_crops,
+    make_scenes,
+    scenes_to_coco,
+    size_bucket,
+    size_bucket_index,
+    size_thresholds,
+)
+
+__all__ += [
+    "BUCKET_NAMES",
+    "CLASS_NAMES",
+    "SHAPES",
+    "SIZE_BUCKETS",
+    "SceneConfig",
+    "Scenes",
+    "coco_area_ranges",
+    "make_object_crops",
+    "make_scenes",
+    "scenes_to_coco",
+    "size_bucket",
+    "size_bucket_index",
+    "size_thresholds",
+]

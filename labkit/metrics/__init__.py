@@ -6,3 +6,6 @@ __all__ = ["mode_quality", "nearest_neighbours", "nmi", "recall_at_k"]
 from labkit.metrics.cost import count_cost
 
 __all__ += ["count_cost"]
+from labkit.metrics.detection import COCO_AREA_RANGES, coco_evaluate, ground_truth_to_coco
+
+__all__ += ["COCO_AREA_RANGES", "coco_evaluate", "ground_truth_to_coco"]

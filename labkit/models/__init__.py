@@ -7,3 +7,8 @@ from labkit.models.small_cnn import (BACKBONES, BasicBlock, PlainCNN, ResNetSmal
 
 __all__ += ["BACKBONES", "BasicBlock", "PlainCNN", "ResNetSmall", "init_weights", "make_backbone",
             "scaled_width"]
+from labkit.models.tiny_detector import (DEFAULT_ANCHORS, DETECTOR_MODULES, TinyDetector, detect,
+                                         detector_losses, greedy_rpn_nms, train_detector)
+
+__all__ += ["DEFAULT_ANCHORS", "DETECTOR_MODULES", "TinyDetector", "detect", "detector_losses",
+            "greedy_rpn_nms", "train_detector"]

@@ -1,0 +1,325 @@
+r"""ASAP-NMS: Accelerating Non-Maximum Suppression Using Spatially Aware Priors.
+
+Rohun Tripathi, Vasu Singla, Mahyar Najibi, Bharat Singh, Abhishek Sharma, Larry S. Davis.
+arXiv 2007.09785 (v2, 2020). No official code exists; this module follows the abstract and the
+reference NMS kernels (torchvision, detectron2, mmcv).
+
+**Idea.** Greedy NMS over an RPN's thousands of proposals spends most of its IoU evaluations on
+pairs that are far apart and cannot suppress each other. Every proposal is regressed from an anchor
+of a translation-invariant lattice, so which anchors are "near" each other is a fixed set of
+relative lattice offsets, computed once per anchor configuration as a lookup table (LUT). NMS then
+compares a kept proposal only with the proposals of its anchor's neighbours, whatever the image size.
+
+**Equations.** Anchor $a_{y,x,k}$ is centred at $((x+\tfrac12)s, (y+\tfrac12)s)$, shape $k$; proposal
+$p$ carries its anchor cell $c(p) = (y, x, k)$. The LUT of shape $k$ is
+
+$$\mathcal N(k) = \{(\Delta y, \Delta x, k') : \mathrm{IoU}(a_{0,0,k}, a_{\Delta y,\Delta x,k'}) > \theta_a\},
+\quad |\Delta y|, |\Delta x| \le R,$$
+
+without $(0, 0, k)$ itself. With the dense map $G[y, x, k] \to$ proposal rank (or $-1$), the kept
+proposal $i$ at $(y, x, k)$ is compared only with $J_i = \{G[y+\Delta y, x+\Delta x, k'] :
+(\Delta y, \Delta x, k') \in \mathcal N(k)\}$, minus empty, higher-ranked and suppressed entries, and
+suppresses $j \in J_i$ with proposal $\mathrm{IoU}(p_i, p_j) > t$. Cost: $O(K\cdot|\mathcal N|)$
+lookups for $K$ kept proposals, against greedy's $O(N\cdot K)$ IoU evaluations.
+
+| symbol | variable |
+|---|---|
+| $s$, shapes $k = 1..A$ | `config.stride`, `config.shapes()` (an `AnchorConfig`) |
+| $\theta_a$ | `anchor_iou_cutoff` |
+| $R$ | `radius` (`AnchorLUT.radius_y`, `radius_x` once resolved) |
+| $\mathcal N(k)$, mean $|\mathcal N|$ | `AnchorLUT.neighbours(k)`, `AnchorLUT.size` |
+| $G$ | `G` (flat, padded by $R$ so no bounds checks), holding score ranks |
+| $c(p)$, $H\times W$ | `cells[p] = (y, x, k)`, `grid_shape` |
+| $t$, $K$ | `t`, `len(keep)` |
+
+**Our choices [design], not the paper's** (its exact criterion could not be checked):
+
+- the neighbourhood criterion is the anchor IoU with cutoff $\theta_a$ (default 0.2);
+- the window is $R = \lceil \max\text{anchor side}/s\rceil + 1$ unless ``radius`` is given; any rule
+  that depends only on anchor geometry keeps translation invariance;
+- $\theta_a = 0$ means *no* anchor-overlap requirement (every offset in the window is a neighbour),
+  and ``radius="full"`` sizes the window from the grid at call time ($R_y = H-1$, $R_x = W-1$). Together
+  they make every proposal a neighbour of every other, the limit in which ASAP equals greedy NMS
+  exactly. For $\theta_a > 0$, ``"full"`` equals the default window, which already holds every
+  overlapping anchor.
+
+**At this scale.** One lattice level (no FPN, so no per-residue cross-level tables); proposals are
+synthetic (``labkit.nms.synthetic_proposals``) or come from chapter 05's tiny RPN. The loop is
+written at three levels (``impl``: numba, torch, python) to be timed against greedy NMS at the same
+level. Conventions (boxes, no +1, strict ``>``, stable sort, float64 IoU) are ``labkit.nms``'s.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numba
+import numpy as np
+import torch
+
+from labkit.config import check_choice, check_positive_int
+from labkit.models.anchors import AnchorConfig
+from labkit.nms import NMSResult, check_nms_inputs
+
+__all__ = ["AnchorLUT", "ASAP_IMPLS", "asap_nms"]
+
+
+def _anchor_iou(shapes: np.ndarray, k: int, dy: np.ndarray, dx: np.ndarray, stride: int) -> np.ndarray:
+    """IoU of anchor (0, 0, k) with anchors (dy, dx, k') for every k': shape (len(dy), A)."""
+    w, h = shapes[k]
+    cx, cy = dx[:, None] * stride, dy[:, None] * stride  # centre shift of (dy, dx), (m, 1)
+    iw = np.clip(np.minimum(w / 2, cx + shapes[None, :, 0] / 2) - np.maximum(-w / 2, cx - shapes[None, :, 0] / 2), 0, None)
+    ih = np.clip(np.minimum(h / 2, cy + shapes[None, :, 1] / 2) - np.maximum(-h / 2, cy - shapes[None, :, 1] / 2), 0, None)
+    inter = iw * ih
+    return inter / (w * h + shapes[None, :, 0] * shapes[None, :, 1] - inter)
+
+
+class AnchorLUT:
+    r"""The neighbourhoods $\mathcal N(k)$ of one anchor configuration; independent of image size.
+
+    ``offsets`` is ``(A, M, 3)`` int64 rows ``(dy, dx, k')`` padded to the largest neighbourhood,
+    ``lengths`` ``(A,)``; each neighbourhood is sorted by (dy, dx, k') so lookups walk memory
+    forward. ``build_seconds`` is the one-off construction time. Picklable (numpy arrays only).
+    """
+
+    def __init__(self, config: AnchorConfig, anchor_iou_cutoff: float = 0.2, radius: int | str | None = None):
+        start = time.perf_counter()
+        if not isinstance(config, AnchorConfig):
+            raise ValueError(f"config must be an AnchorConfig; got {type(config).__name__}")
+        if isinstance(anchor_iou_cutoff, bool) or not isinstance(anchor_iou_cutoff, (int, float)) \
+                or not 0.0 <= anchor_iou_cutoff <= 1.0:
+            raise ValueError(f"anchor_iou_cutoff={anchor_iou_cutoff!r} is not valid; it must lie in [0, 1]")
+        shapes = config.shapes().double().numpy()  # (A, 2) widths, heights
+        default = math.ceil(float(shapes.max()) / config.stride) + 1
+        if radius is None or (radius == "full" and anchor_iou_cutoff > 0):
+            window = default  # for cutoff > 0 every overlapping anchor lies within it
+        elif radius == "full":
+            window = None  # every offset of the grid: resolved per grid in table()
+        elif isinstance(radius, int) and not isinstance(radius, bool) and radius >= 0:
+            window = radius
+        else:
+            raise ValueError(f"radius={radius!r} is not valid; use None, an int >= 0 or 'full'")
+        self.config, self.anchor_iou_cutoff, self.radius = config, float(anchor_iou_cutoff), radius
+        self._shapes, self._grid_tables = shapes, {}
+        self.window = window
+        if window is not None:
+            self.offsets, self.lengths = self._build(window, window)
+            self.radius_y = self.radius_x = int(np.abs(self.offsets[..., :2]).max(initial=0))
+        self.build_seconds = time.perf_counter() - start
+
+    def _build(self, ry: int, rx: int) -> tuple[np.ndarray, np.ndarray]:
+        dy, dx = np.meshgrid(np.arange(-ry, ry + 1), np.arange(-rx, rx + 1), indexing="ij")
+        dy, dx = dy.reshape(-1), dx.reshape(-1)  # lexicographic (dy, dx)
+        num_shapes, tables = len(self._shapes), []
+        for k in range(num_shapes):
+            iou = _anchor_iou(self._shapes, k, dy, dx, self.config.stride)  # (m, A)
+            near = iou > self.anchor_iou_cutoff if self.anchor_iou_cutoff > 0 else np.ones_like(iou, bool)
+            near[(dy == 0) & (dx == 0), k] = False  # the cell itself holds proposal i
+            rows, kk = np.nonzero(near)  # row-major: sorted by (dy, dx, k')
+            tables.append(np.stack([dy[rows], dx[rows], kk], axis=1))
+        lengths = np.array([len(tab) for tab in tables], dtype=np.int64)
+        offsets = np.zeros((num_shapes, max(int(lengths.max()), 1), 3), dtype=np.int64)
+        for k, tab in enumerate(tables):
+            offsets[k, :len(tab)] = tab
+        return offsets, lengths
+
+    @property
+    def num_shapes(self) -> int:
+        return len(self._shapes)
+
+    @property
+    def size(self) -> float:
+        r"""Mean neighbourhood size $\overline{|\mathcal N(k)|}$; inf when it grows with the grid."""
+        return float(self.lengths.mean()) if self.window is not None else math.inf
+
+    def table(self, grid_shape) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """``(offsets, lengths, radius_y, radius_x)`` for an ``(H, W)`` grid (the same for every grid
+        unless the neighbourhood is the whole grid)."""
+        if self.window is not None:
+            return self.offsets, self.lengths, self.radius_y, self.radius_x
+        key = (int(grid_shape[0]), int(grid_shape[1]))
+        if key not in self._grid_tables:
+            self._grid_tables = {key: self._build(key[0] - 1, key[1] - 1)}  # keep only the last grid
+        return (*self._grid_tables[key], key[0] - 1, key[1] - 1)
+
+    def neighbours(self, k: int) -> torch.Tensor:
+        r"""$\mathcal N(k)$ as an ``(m, 3)`` tensor of ``(dy, dx, k')`` (finite windows only)."""
+        if self.window is None:
+            raise ValueError("radius='full' with anchor_iou_cutoff=0: the neighbourhood is the whole grid")
+        check_choice("k", k, range(self.num_shapes))
+        return torch.from_numpy(self.offsets[k, :self.lengths[k]].copy())
+
+    def __getstate__(self):
+        return {**self.__dict__, "_grid_tables": {}}
+
+    def __repr__(self) -> str:
+        return (f"AnchorLUT(anchor_iou_cutoff={self.anchor_iou_cutoff}, radius={self.radius!r}, "
+                f"num_shapes={self.num_shapes}, size={self.size:.1f})")
+
+
+def _flat_offsets(offsets, lengths, width_padded: int) -> list:
+    """Per shape k, the flat G offsets ``(dy * Wp + dx) * A + k' - k`` of its neighbourhood."""
+    num_shapes = len(lengths)
+    return [(offsets[k, :lengths[k], 0] * width_padded + offsets[k, :lengths[k], 1]) * num_shapes
+            + offsets[k, :lengths[k], 2] - k for k in range(num_shapes)]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")  # numpy: 0/0 is NaN, never > t
+def _asap_kernel(boxes, scores, cells, height, width, offsets, lengths, ry, rx, t, top_k):  # pragma: no cover
+    n, num_shapes = boxes.shape[0], offsets.shape[0]
+    order = np.argsort(-scores, kind="mergesort")
+    width_padded = width + 2 * rx
+    grid = np.full((height + 2 * ry) * width_padded * num_shapes, -1, np.int32)  # G, holding ranks
+    rows = np.empty((n, 5))  # (x1, y1, x2, y2, area) in rank order: one cache line per proposal
+    base = np.empty(n, np.int64)  # flat G position of each rank's cell
+    shape = np.empty(n, np.int64)
+    for r in range(n):
+        i = order[r]
+        rows[r, 0], rows[r, 1], rows[r, 2], rows[r, 3] = boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3]
+        rows[r, 4] = (boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1])
+        p = ((cells[i, 0] + ry) * width_padded + cells[i, 1] + rx) * num_shapes + cells[i, 2]
+        if grid[p] >= 0:
+            return np.empty(0, np.int64), -1 - i  # two proposals in one cell
+        grid[p], base[r], shape[r] = r, p, cells[i, 2]
+    flat = np.empty(offsets.shape[:2], np.int64)
+    for k in range(num_shapes):
+        for m in range(lengths[k]):
+            flat[k, m] = (offsets[k, m, 0] * width_padded + offsets[k, m, 1]) * num_shapes + offsets[k, m, 2] - k
+    suppressed = np.zeros(n, np.uint8)
+    keep = np.empty(n, np.int64)
+    candidates = np.empty(offsets.shape[1] + 1, np.int32)
+    num_keep, num_iou = 0, 0
+    for r in range(n):
+        if suppressed[r]:
+            continue
+        keep[num_keep] = order[r]
+        num_keep += 1
+        if num_keep == top_k:
+            break
+        k, p = shape[r], base[r]
+        # Pass 1, branch-free: gather the lower-ranked neighbours (an empty cell holds -1 <= r).
+        count = 0
+        for m in range(lengths[k]):
+            j = grid[p + flat[k, m]]
+            candidates[count] = j
+            count += j > r
+        # Pass 2, branch-free: proposal IoU with the candidates not yet suppressed.
+        ix1, iy1, ix2, iy2, iarea = rows[r, 0], rows[r, 1], rows[r, 2], rows[r, 3], rows[r, 4]
+        for q in range(count):
+            j = candidates[q]
+            live = suppressed[j] == 0
+            w = max(0.0, min(ix2, rows[j, 2]) - max(ix1, rows[j, 0]))
+            h = max(0.0, min(iy2, rows[j, 3]) - max(iy1, rows[j, 1]))
+            inter = w * h
+            num_iou += live
+            suppressed[j] |= live & (inter / (iarea + rows[j, 4] - inter) > t)
+    return keep[:num_keep], num_iou
+
+
+def _asap_torch(b, s, c, height, width, table, t, top_k):
+    offsets, lengths, ry, rx = table
+    num_shapes, width_padded = len(lengths), width + 2 * rx
+    order = torch.sort(torch.from_numpy(s), descending=True, stable=True).indices
+    rows = torch.from_numpy(b)[order]  # (n, 4) in rank order
+    rows = torch.cat([rows, ((rows[:, 2] - rows[:, 0]) * (rows[:, 3] - rows[:, 1]))[:, None]], dim=1)  # + area
+    cs = torch.from_numpy(c)[order]
+    n = len(s)
+    base = ((cs[:, 0] + ry) * width_padded + cs[:, 1] + rx) * num_shapes + cs[:, 2]
+    grid = torch.full(((height + 2 * ry) * width_padded * num_shapes,), n, dtype=torch.int64)
+    grid[base] = torch.arange(n)  # G, holding ranks; an empty cell holds n
+    alive = torch.arange(n + 1)  # alive[rank] = rank, or -1 once suppressed (and for the empty n)
+    alive[n] = -1
+    alive_np = alive.numpy()  # shares memory: cheap scalar reads
+    flat = [torch.from_numpy(f) for f in _flat_offsets(offsets, lengths, width_padded)]
+    keep, num_iou = [], 0
+    for r, (p, k) in enumerate(zip(base.tolist(), cs[:, 2].tolist())):
+        if alive_np[r] < 0:
+            continue
+        keep.append(r)
+        if len(keep) == top_k:
+            break
+        j = alive[grid[flat[k] + p]]
+        j = j[j > r]  # drops empty cells, suppressed and higher-ranked proposals in one test
+        num_iou += j.numel()
+        other = rows[j]  # (m, 5)
+        wh = (torch.minimum(rows[r, 2:4], other[:, 2:4]) - torch.maximum(rows[r, :2], other[:, :2])).clamp_(min=0)
+        inter = wh[:, 0] * wh[:, 1]
+        alive[j[inter / (rows[r, 4] + other[:, 4] - inter) > t]] = -1  # 0/0 = NaN is never > t
+    return order[torch.as_tensor(keep, dtype=torch.int64)], num_iou
+
+
+def _asap_python(b, s, c, height, width, table, t, top_k):
+    offsets, lengths, ry, rx = table
+    num_shapes, width_padded = len(lengths), width + 2 * rx
+    b, s, c = b.tolist(), s.tolist(), c.tolist()
+    order = sorted(range(len(s)), key=lambda i: -s[i])
+    rank = [0] * len(s)
+    grid = [-1] * ((height + 2 * ry) * width_padded * num_shapes)
+    for r, i in enumerate(order):
+        rank[i] = r
+        grid[((c[i][0] + ry) * width_padded + c[i][1] + rx) * num_shapes + c[i][2]] = i
+    flat = [f.tolist() for f in _flat_offsets(offsets, lengths, width_padded)]
+    areas = [(x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in b]
+    suppressed = [False] * len(s)
+    keep, num_iou = [], 0
+    for r, i in enumerate(order):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        if len(keep) == top_k:
+            break
+        y, x, k = c[i]
+        p = ((y + ry) * width_padded + x + rx) * num_shapes + k
+        ix1, iy1, ix2, iy2 = b[i]
+        for d in flat[k]:
+            j = grid[p + d]
+            if j < 0 or rank[j] <= r or suppressed[j]:
+                continue
+            num_iou += 1
+            w = max(0.0, min(ix2, b[j][2]) - max(ix1, b[j][0]))
+            h = max(0.0, min(iy2, b[j][3]) - max(iy1, b[j][1]))
+            inter = w * h
+            union = areas[i] + areas[j] - inter
+            if union > 0.0 and inter / union > t:
+                suppressed[j] = True
+    return keep, num_iou
+
+
+ASAP_IMPLS = ("numba", "torch", "python")
+
+
+def asap_nms(boxes, scores, cells, grid_shape, lut: AnchorLUT, t: float, top_k: int | None = None,
+             impl: str = "numba", return_count: bool = False):
+    """ASAP-NMS of proposals ``boxes (n, 4)``, ``scores (n,)`` from anchor ``cells (n, 3)`` = (y, x, k).
+
+    ``grid_shape`` is the ``(H, W)`` feature grid; ``lut`` an ``AnchorLUT`` of the same anchor shapes.
+    G is rebuilt on every call. Returns keep indices in score order, or ``NMSResult(keep, num_iou)``
+    with ``return_count=True``; ``top_k`` stops after that many are kept.
+    """
+    check_choice("impl", impl, ASAP_IMPLS)
+    b, s, t, top_k = check_nms_inputs(boxes, scores, t, top_k)
+    if not isinstance(lut, AnchorLUT):
+        raise ValueError(f"lut must be an AnchorLUT; got {type(lut).__name__}")
+    try:
+        height, width = (check_positive_int("grid_shape[]", v) for v in grid_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"grid_shape must be (H, W) with positive ints; got {grid_shape!r}") from None
+    c = torch.as_tensor(cells).detach().cpu()
+    if c.ndim != 2 or c.shape[1] != 3 or c.shape[0] != len(s) or c.is_floating_point() or c.dtype == torch.bool:
+        raise ValueError(f"cells must be an integer tensor of shape ({len(s)}, 3); got {tuple(c.shape)} {c.dtype}")
+    c = np.ascontiguousarray(c.numpy(), dtype=np.int64)
+    if len(c) and ((c < 0).any() or (c.max(axis=0) >= (height, width, lut.num_shapes)).any()):
+        raise ValueError(f"cells must lie in [0, H) x [0, W) x [0, A) = {height} x {width} x {lut.num_shapes}")
+    table = lut.table((height, width))
+    if impl == "numba":
+        keep, num_iou = _asap_kernel(b, s, c, height, width, table[0], table[1], table[2], table[3], t, top_k)
+        if num_iou < 0:
+            raise ValueError(f"cells must be distinct: proposal {-1 - num_iou} shares its anchor cell")
+        keep, num_iou = torch.from_numpy(keep), int(num_iou)
+    else:
+        if len(np.unique((c[:, 0] * width + c[:, 1]) * lut.num_shapes + c[:, 2])) != len(c):
+            raise ValueError("cells must be distinct: two proposals share an anchor cell")
+        run = _asap_torch if impl == "torch" else _asap_python
+        keep, num_iou = run(b, s, c, height, width, table, t, top_k)
+    keep = torch.as_tensor(keep, dtype=torch.int64)
+    return NMSResult(keep, num_iou) if return_count else keep
