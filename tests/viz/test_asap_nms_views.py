@@ -7,6 +7,7 @@ import pytest
 
 from labkit.viz import plots
 from labkit.viz import asap_nms as views
+from viz_checks import assert_one_group_each
 
 SIZES = (500, 1000, 2000, 4000)
 # median = c · N^p: the legend must read these slopes back
@@ -55,17 +56,6 @@ def make_results(detector=True):
 @pytest.fixture
 def results():
     return make_results()
-
-
-def assert_one_group_each(fig, sizes, num_static=0):
-    """Every option/step shows the static traces plus exactly its own group of ``sizes[i]`` traces."""
-    shown = plots.control_visibility(fig)
-    assert len(shown) == len(sizes)
-    start = num_static
-    for (_, indices), size in zip(shown, sizes):
-        assert indices == list(range(num_static)) + list(range(start, start + size))
-        start += size
-    assert start == len(fig.data)
 
 
 def test_latency_slopes_in_legend_and_menu(results):

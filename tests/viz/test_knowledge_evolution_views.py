@@ -13,6 +13,7 @@ from labkit.experiments.knowledge_evolution_runs import train_generations
 from labkit.viz import plots
 from labkit.viz import knowledge_evolution as views
 from labkit.viz.show import PLOTLY_MIME
+from viz_checks import assert_one_group_each
 
 
 @pytest.fixture(scope="module")
@@ -40,18 +41,6 @@ def full_like(results):
     fake["glyphs"] = [dict(r, dataset="glyphs", num_classes=20, chance=0.05, epochs_per_generation=15)
                       for r in results["main"] if r["mode"] in ("ke", "single")]
     return fake
-
-
-def assert_one_group_each(fig, sizes, num_static=0):
-    """Every option/step shows the static traces plus its own group of ``sizes[i]`` traces, and the
-    groups tile the rest of the figure without overlapping."""
-    shown = plots.control_visibility(fig)
-    assert len(shown) == len(sizes)
-    start = num_static
-    for (_, indices), size in zip(shown, sizes):
-        assert indices == list(range(num_static)) + list(range(start, start + size))
-        start += size
-    assert start == len(fig.data)
 
 
 def named(traces):

@@ -11,6 +11,7 @@ from labkit.experiments import svmax as ex
 from labkit.viz import plots
 from labkit.viz import svmax as views
 from labkit.viz.show import PLOTLY_MIME
+from viz_checks import assert_one_group_each
 
 
 @pytest.fixture(scope="module")
@@ -21,18 +22,6 @@ def results():
         yield ex.run(ex.from_budget("smoke", workers=1))
     finally:
         mp.undo()
-
-
-def assert_one_group_each(fig, sizes, num_static=0):
-    """Every option/step shows the static traces plus its own group of ``sizes[i]`` traces, and the
-    groups tile the rest of the figure without overlapping."""
-    shown = plots.control_visibility(fig)
-    assert len(shown) == len(sizes)
-    start = num_static
-    for (_, indices), size in zip(shown, sizes):
-        assert indices == list(range(num_static)) + list(range(start, start + size))
-        start += size
-    assert start == len(fig.data)
 
 
 def test_bounds_slider_over_d_and_markers_on_the_bounds():
