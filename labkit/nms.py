@@ -37,7 +37,7 @@ from labkit.config import check_positive_int
 from labkit.models.anchors import AnchorConfig, anchor_lattice, decode_deltas
 
 __all__ = [
-    "NMSResult", "Proposals", "Timing", "check_nms_inputs", "greedy_python", "greedy_torch",
+    "NMSResult", "Proposals", "Timing", "check_nms_inputs", "pair_iou", "greedy_python", "greedy_torch",
     "greedy_numba", "nms_torchvision", "GREEDY_NMS", "keep_jaccard", "time_nms", "box_iou_matrix",
     "PROPOSAL_ANCHORS", "synthetic_proposals",
 ]
@@ -87,6 +87,15 @@ def _result(keep, num_iou, return_count: bool):
     return NMSResult(keep, num_iou) if return_count else keep
 
 
+def pair_iou(b, areas, i: int, j: int) -> float:
+    """IoU of boxes ``b[i]`` and ``b[j]`` in plain Python (no +1; 0 when the union is empty)."""
+    w = max(0.0, min(b[i][2], b[j][2]) - max(b[i][0], b[j][0]))
+    h = max(0.0, min(b[i][3], b[j][3]) - max(b[i][1], b[j][1]))
+    inter = w * h
+    union = areas[i] + areas[j] - inter
+    return inter / union if union > 0.0 else 0.0
+
+
 def greedy_python(boxes, scores, t: float, top_k: int | None = None, return_count: bool = False):
     """Greedy NMS as a plain double loop over Python floats: the oracle. boxes (n, 4), scores (n,)."""
     b, s, t, top_k = check_nms_inputs(boxes, scores, t, top_k)
@@ -103,16 +112,11 @@ def greedy_python(boxes, scores, t: float, top_k: int | None = None, return_coun
         keep.append(i)
         if len(keep) == top_k:
             break
-        ix1, iy1, ix2, iy2 = b[i]
         for j in order[a + 1:]:
             if suppressed[j]:
                 continue
             num_iou += 1
-            w = max(0.0, min(ix2, b[j][2]) - max(ix1, b[j][0]))
-            h = max(0.0, min(iy2, b[j][3]) - max(iy1, b[j][1]))
-            inter = w * h
-            union = areas[i] + areas[j] - inter
-            if union > 0.0 and inter / union > t:
+            if pair_iou(b, areas, i, j) > t:
                 suppressed[j] = True
     return _result(keep, num_iou, return_count)
 

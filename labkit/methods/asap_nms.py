@@ -59,7 +59,7 @@ import torch
 
 from labkit.config import check_choice, check_positive_int
 from labkit.models.anchors import AnchorConfig
-from labkit.nms import NMSResult, check_nms_inputs
+from labkit.nms import NMSResult, check_nms_inputs, pair_iou
 
 __all__ = ["AnchorLUT", "ASAP_IMPLS", "asap_nms"]
 
@@ -270,17 +270,12 @@ def _asap_python(b, s, c, height, width, table, t, top_k):
             break
         y, x, k = c[i]
         p = ((y + ry) * width_padded + x + rx) * num_shapes + k
-        ix1, iy1, ix2, iy2 = b[i]
         for d in flat[k]:
             j = grid[p + d]
             if j < 0 or rank[j] <= r or suppressed[j]:
                 continue
             num_iou += 1
-            w = max(0.0, min(ix2, b[j][2]) - max(ix1, b[j][0]))
-            h = max(0.0, min(iy2, b[j][3]) - max(iy1, b[j][1]))
-            inter = w * h
-            union = areas[i] + areas[j] - inter
-            if union > 0.0 and inter / union > t:
+            if pair_iou(b, areas, i, j) > t:
                 suppressed[j] = True
     return keep, num_iou
 

@@ -60,6 +60,16 @@ def _conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Se
     )
 
 
+def _set_sizes(model: nn.Module, num_classes: int, in_channels: int, widths: Sequence[int],
+               width_multiplier: float) -> tuple[int, int, int]:
+    """Validate and store the sizes both backbones share; return the scaled widths."""
+    model.num_classes = check_positive_int("num_classes", num_classes)
+    model.in_channels = check_positive_int("in_channels", in_channels)
+    model.width_multiplier = check_positive_float("width_multiplier", width_multiplier)
+    model.widths = tuple(scaled_width(w, width_multiplier) for w in _check_widths(widths))
+    return model.widths
+
+
 def _check_widths(widths: Sequence[int]) -> tuple[int, int, int]:
     if isinstance(widths, numbers.Integral) or len(widths) != 3:
         raise ValueError(f"widths={widths!r} is not valid; pass three stage widths like (32, 64, 128)")
@@ -104,11 +114,7 @@ class ResNetSmall(nn.Module):
     def __init__(self, num_classes: int, in_channels: int = 1, widths: Sequence[int] = (32, 64, 128),
                  width_multiplier: float = 1.0):
         super().__init__()
-        self.num_classes = check_positive_int("num_classes", num_classes)
-        self.in_channels = check_positive_int("in_channels", in_channels)
-        self.width_multiplier = check_positive_float("width_multiplier", width_multiplier)
-        self.widths = tuple(scaled_width(w, width_multiplier) for w in _check_widths(widths))
-        w0, w1, w2 = self.widths
+        w0, w1, w2 = _set_sizes(self, num_classes, in_channels, widths, width_multiplier)
         self.stem = _conv_bn_relu(self.in_channels, w0)
         self.stages = nn.Sequential(BasicBlock(w0, w0, 1), BasicBlock(w0, w1, 2), BasicBlock(w1, w2, 2))
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -129,11 +135,7 @@ class PlainCNN(nn.Module):
     def __init__(self, num_classes: int, in_channels: int = 1, widths: Sequence[int] = (32, 64, 128),
                  width_multiplier: float = 1.0):
         super().__init__()
-        self.num_classes = check_positive_int("num_classes", num_classes)
-        self.in_channels = check_positive_int("in_channels", in_channels)
-        self.width_multiplier = check_positive_float("width_multiplier", width_multiplier)
-        self.widths = tuple(scaled_width(w, width_multiplier) for w in _check_widths(widths))
-        w0, w1, w2 = self.widths
+        w0, w1, w2 = _set_sizes(self, num_classes, in_channels, widths, width_multiplier)
         self.blocks = nn.Sequential(
             nn.Sequential(*_conv_bn_relu(self.in_channels, w0), nn.MaxPool2d(2)),
             nn.Sequential(*_conv_bn_relu(w0, w1), nn.MaxPool2d(2)),

@@ -3,17 +3,12 @@ import pytest
 
 from labkit.experiments import knowledge_evolution as ex
 from labkit.experiments.knowledge_evolution_runs import train_generations
+from smoke import smoke_run
 
 
 @pytest.fixture(scope="module")
 def smoke_results(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LABKIT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-    mp.setenv("LABKIT_PROGRESS", "off")
-    try:
-        yield ex.run(ex.from_budget("smoke", workers=1))
-    finally:
-        mp.undo()
+    yield from smoke_run(ex, tmp_path_factory)
 
 
 def test_budgets_and_bad_fields():

@@ -4,17 +4,12 @@ import torch
 
 from labkit.experiments import svmax as ex
 from labkit.experiments.svmax_runs import train_retrieval, train_ring_gan, train_unit_circle
+from smoke import smoke_run
 
 
 @pytest.fixture(scope="module")
 def smoke_results(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LABKIT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-    mp.setenv("LABKIT_PROGRESS", "off")
-    try:
-        yield ex.run(ex.from_budget("smoke", workers=1))
-    finally:
-        mp.undo()
+    yield from smoke_run(ex, tmp_path_factory)
 
 
 def test_config_budgets_and_bad_fields():
