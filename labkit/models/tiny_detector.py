@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, nms, remove_small_boxes, roi_align
 
-from labkit.config import check_positive_float, check_positive_int, check_range
+from labkit.config import check_choice, check_positive_float, check_positive_int, check_range
 from labkit.models.anchors import AnchorConfig, anchor_lattice, decode_deltas, encode_boxes
 
 DEFAULT_ANCHORS = AnchorConfig(stride=8, scales=(12.0, 24.0, 48.0, 96.0), ratios=(0.5, 1.0, 2.0))
@@ -385,14 +385,43 @@ def _as_dataset(data) -> tuple[torch.Tensor, list[dict]]:
                      f"with images, boxes and labels; got {type(data).__name__}")
 
 
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def make_optimizer(model: nn.Module, name: str = "sgd", lr: float = 0.02, weight_decay: float = 1e-4):
+    """SGD with momentum 0.9 (Faster R-CNN's recipe) or AdamW (default betas) over ``model``."""
+    check_choice("optimizer", name, OPTIMIZERS)
+    check_positive_float("lr", lr)
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+
+def lr_factor(step: int, num_steps: int, warmup_steps: int, decay_at: Sequence[float] = (0.75,)) -> float:
+    """Linear warm-up from 0.1 over ``warmup_steps``, then ×0.1 at each ``decay_at`` fraction."""
+    decay = 0.1 ** sum(step >= int(f * num_steps) for f in decay_at)
+    return decay * (min(1.0, 0.1 + 0.9 * step / warmup_steps) if warmup_steps > 0 else 1.0)
+
+
+def default_warmup(num_steps: int) -> int:
+    return min(100, max(num_steps // 10, 1))
+
+
 def train_detector(model: TinyDetector, data, num_steps: int, lr: float = 0.02, batch_size: int = 8,
                    seed: int = 0, progress: bool = False, *, weight_decay: float = 1e-4,
                    warmup_steps: int | None = None, decay_at: Sequence[float] = (0.75,),
-                   hooks: Sequence = (), log_every: int = 1):
-    """Train with SGD (momentum 0.9), linear warm-up then ×0.1 at each ``decay_at`` fraction.
+                   hooks: Sequence = (), log_every: int = 1, optimizer: str = "sgd",
+                   start_step: int = 0, optimizer_state: dict | None = None,
+                   setup: Callable | None = None, roi_batch: int = 128):
+    """Train with SGD (momentum 0.9) or AdamW, linear warm-up then ×0.1 at each ``decay_at`` fraction.
 
     Batches are drawn without replacement per epoch from a generator seeded by ``seed``, which also
     drives anchor and RoI sampling. Returns ``labkit.train.fit``'s History (losses and ``lr``).
+
+    Resuming (lottery-ticket rewinding): ``start_step`` runs steps ``start_step..num_steps-1`` of the
+    same schedule, ``optimizer_state`` is loaded into the fresh optimizer, and ``setup(optimizer)``
+    is called before the first step (to attach mask hooks, say). Hooks see ``state.step`` counted
+    from ``start_step``'s first step (0-based); add ``start_step`` for the schedule's iteration.
     """
     from labkit.train import fit
 
@@ -403,13 +432,10 @@ def train_detector(model: TinyDetector, data, num_steps: int, lr: float = 0.02, 
     images = images.to(device)
     model.check_images(images)
     _check_targets(targets, len(images), model.num_classes, device)
+    if not isinstance(start_step, int) or not 0 <= start_step <= num_steps:
+        raise ValueError(f"start_step={start_step!r} is not valid; it must be an int in 0..num_steps={num_steps}")
     generator = torch.Generator().manual_seed(seed)
-    warmup = min(100, max(num_steps // 10, 1)) if warmup_steps is None else warmup_steps
-    milestones = sorted(int(f * num_steps) for f in decay_at)
-
-    def factor(step):
-        decay = 0.1 ** sum(step >= m for m in milestones)
-        return decay * (min(1.0, 0.1 + 0.9 * step / warmup) if warmup > 0 else 1.0)
+    warmup = default_warmup(num_steps) if warmup_steps is None else warmup_steps
 
     def batches():
         while True:
@@ -418,13 +444,20 @@ def train_detector(model: TinyDetector, data, num_steps: int, lr: float = 0.02, 
                 idx = order[start:start + batch_size]
                 yield images[idx], [targets[j] for j in idx.tolist()]
 
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    opt = make_optimizer(model, optimizer, lr, weight_decay)
+    if optimizer_state:
+        opt.load_state_dict(optimizer_state)
+        for group in opt.param_groups:
+            group["lr"] = group.get("initial_lr", lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_factor(step + start_step, num_steps, warmup, decay_at))
+    if setup is not None:
+        setup(opt)
 
     def step_fn(batch, step):
-        out = detector_losses(model, *batch, generator=generator)
-        out["lr"] = optimizer.param_groups[0]["lr"]
+        out = detector_losses(model, *batch, roi_batch=roi_batch, generator=generator)
+        out["lr"] = opt.param_groups[0]["lr"]
         return out
 
-    return fit(model, batches(), step_fn, [optimizer], num_steps, hooks=hooks, schedulers=[scheduler],
+    return fit(model, batches(), step_fn, [opt], num_steps - start_step, hooks=hooks, schedulers=[scheduler],
                log_every=log_every, desc="detector", progress=progress)
