@@ -18,6 +18,7 @@ can replace the RPN's greedy NMS through ``rpn_nms(boxes, scores, cells, grid_sh
 from __future__ import annotations
 
 import collections
+import copy
 import math
 from typing import Callable, Sequence
 
@@ -445,8 +446,8 @@ def train_detector(model: TinyDetector, data, num_steps: int, lr: float = 0.02, 
                 yield images[idx], [targets[j] for j in idx.tolist()]
 
     opt = make_optimizer(model, optimizer, lr, weight_decay)
-    if optimizer_state:
-        opt.load_state_dict(optimizer_state)
+    if optimizer_state:  # a deep copy: load_state_dict shares the tensors, and training would mutate them
+        opt.load_state_dict(copy.deepcopy(optimizer_state))
         for group in opt.param_groups:
             group["lr"] = group.get("initial_lr", lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -223,3 +224,42 @@ def test_bad_inputs_give_clear_errors(model):
         detector_losses(model, images, targets)
     with pytest.raises(ValueError, match="max_detections"):
         detect(model, images, max_detections=0)
+
+
+def test_resuming_a_schedule_continues_its_learning_rate(monkeypatch):
+    monkeypatch.setenv("LABKIT_PROGRESS", "off")
+    from labkit.models.tiny_detector import lr_factor
+
+    images, targets = rectangles(4)
+    full = train_detector(TinyDetector(2, ANCHORS), (images, targets), num_steps=10, batch_size=2, lr=0.01,
+                          warmup_steps=4, decay_at=(0.5,), optimizer="adamw")
+    seen = []
+    resumed = train_detector(TinyDetector(2, ANCHORS), (images, targets), num_steps=10, batch_size=2, lr=0.01,
+                             warmup_steps=4, decay_at=(0.5,), optimizer="adamw", start_step=6,
+                             setup=lambda optimizer: seen.append(type(optimizer).__name__))
+    assert seen == ["AdamW"] and len(resumed["loss"]) == 4
+    assert resumed["lr"] == pytest.approx(full["lr"][6:])
+    assert resumed["lr"][0] == pytest.approx(0.01 * lr_factor(6, 10, 4, (0.5,)))
+    with pytest.raises(ValueError, match="start_step=11"):
+        train_detector(TinyDetector(2, ANCHORS), (images, targets), num_steps=10, start_step=11)
+    with pytest.raises(ValueError, match="optimizer"):
+        train_detector(TinyDetector(2, ANCHORS), (images, targets), num_steps=1, optimizer="adam")
+
+
+def test_resuming_restores_the_optimizer_state(monkeypatch):
+    monkeypatch.setenv("LABKIT_PROGRESS", "off")
+    images, targets = rectangles(4)
+    model = TinyDetector(2, ANCHORS)
+    states = []
+    train_detector(model, (images, targets), num_steps=2, batch_size=2, optimizer="sgd",
+                   setup=lambda optimizer: states.append(optimizer))
+    saved = copy.deepcopy(states[0].state_dict())
+    kept = copy.deepcopy(saved)
+    loaded = []
+    train_detector(model, (images, targets), num_steps=3, batch_size=2, optimizer="sgd", start_step=2,
+                   optimizer_state=saved, setup=lambda optimizer: loaded.append(
+                       {k: v["momentum_buffer"].clone() for k, v in optimizer.state_dict()["state"].items()}))
+    expected = {k: v["momentum_buffer"] for k, v in kept["state"].items()}
+    assert loaded[0].keys() == expected.keys() and all(torch.equal(loaded[0][k], expected[k]) for k in expected)
+    # training from a saved state must not change it: iterative pruning rewinds to it again
+    assert all(torch.equal(saved["state"][k]["momentum_buffer"], expected[k]) for k in expected)
