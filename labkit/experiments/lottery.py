@@ -268,7 +268,8 @@ def _find(results: dict, section: str, keep: float | None = None, **match) -> di
     return None
 
 
-def _main_ticket(results: dict, sparsity: float) -> dict | None:
+def main_ticket(results: dict, sparsity: float) -> dict | None:
+    """The chapter's main ticket at ``sparsity``: global, one-shot, rewound to ``rewind_frac``."""
     cfg = results["config"]
     return _find(results, "global", round(1 - sparsity, 6), rewind_step=int(round(cfg["rewind_frac"] * cfg["steps"])))
 
@@ -281,7 +282,7 @@ def bucket_changes(results: dict) -> list[dict]:
     dense = results["dense"]
     rows = []
     for s in results["config"]["sparsities"]:
-        ticket = _main_ticket(results, s)
+        ticket = main_ticket(results, s)
         if ticket is None:
             continue
         for b in BUCKETS:
@@ -296,7 +297,7 @@ def bucket_changes(results: dict) -> list[dict]:
 
 def class_changes(results: dict, sparsity: float) -> list[dict]:
     """Per class at ``sparsity``: training frequency, dense AP and relative change of the ticket."""
-    ticket = _main_ticket(results, sparsity)
+    ticket = main_ticket(results, sparsity)
     if ticket is None:
         return []
     rows = []
@@ -358,7 +359,7 @@ def claims(results: dict) -> list[Claim]:
     out.append(_claim("S2. pruned weights stay zero through retraining", "re-zero after every step",
                       float(revived), "0 revived weights", revived == 0, asserted_at=("quick", "full")))
 
-    by_sparsity = {s: _ap(_main_ticket(results, s)) for s in cfg["sparsities"]}
+    by_sparsity = {s: _ap(main_ticket(results, s)) for s in cfg["sparsities"]}
     if 0.8 in by_sparsity:
         drop = dense_ap - by_sparsity[0.8]
         out.append(_claim("E1a. ticket at 80 % keeps dense AP", "tickets up to ~80 % (Fig. 1/3)", -drop,
@@ -374,7 +375,7 @@ def claims(results: dict) -> list[Claim]:
                           by_sparsity[0.95] - dense_ap, "ΔAP ≤ −3 points", dense_ap - by_sparsity[0.95] >= 3))
 
     keep = round(1 - cfg["control_sparsity"], 6)
-    ticket = _main_ticket(results, cfg["control_sparsity"])
+    ticket = main_ticket(results, cfg["control_sparsity"])
     for control, label in (("random_reinit", "random re-init"), ("random_mask", "a random mask")):
         gap = _ap(ticket) - _ap(_find(results, control, keep))
         out.append(_claim(f"E2. ticket beats {label}", "ticket > controls (LTH)", gap, "gap ≥ 2 AP points",
@@ -401,14 +402,14 @@ def _transfer_claims(results: dict) -> list[Claim]:
         return []
     transfer = max(transfers, key=lambda r: r["backbone_sparsity"])
     s = transfer["backbone_sparsity"]
-    direct = _main_ticket(results, s) or _main_ticket(results, max(results["config"]["sparsities"]))
+    direct = main_ticket(results, s) or main_ticket(results, max(results["config"]["sparsities"]))
     out = [_claim("E3a. transfer ticket gives less network sparsity", "28–32 % net at 80–90 % backbone (Table 1)",
                   transfer["sparsity"]["network"], "below the direct ticket's",
                   transfer["sparsity"]["network"] < direct["sparsity"]["network"],
                   detail=f"{s:.0%} of the backbone pruned vs {direct['sparsity']['network']:.1%} network "
                          f"sparsity for direct pruning at the same level")]
     # matched sparsity: the least sparse direct ticket that is at least as sparse as the transfer one
-    candidates = [_main_ticket(results, level) for level in sorted(results["config"]["sparsities"])]
+    candidates = [main_ticket(results, level) for level in sorted(results["config"]["sparsities"])]
     denser = [r for r in candidates if r and r["sparsity"]["network"] >= transfer["sparsity"]["network"]]
     if denser:
         gap = _ap(denser[0]) - _ap(transfer)
@@ -423,8 +424,8 @@ def _layerwise_claims(results: dict) -> list[Claim]:
     gaps = {}
     for r in results["tickets"].get("layerwise", []):
         s = round(1 - r["keep"], 6)
-        if s >= 0.8 and _main_ticket(results, s):
-            gaps[s] = _ap(_main_ticket(results, s)) - _ap(r)
+        if s >= 0.8 and main_ticket(results, s):
+            gaps[s] = _ap(main_ticket(results, s)) - _ap(r)
     out = []
     if gaps:
         out.append(_claim("E4a. global ≥ layer-wise at ≥ 80 %", "layer-wise worse above 60 % (Fig. 2e)",

@@ -211,7 +211,7 @@ def band_traces(x: Sequence[float], mean: Sequence[float], std: Sequence[float],
     x, mean, std = np.asarray(x, float), np.asarray(mean, float), np.nan_to_num(np.asarray(std, float))
     refs = dict(refs or {})
     band = go.Scatter(x=compact(np.r_[x, x[::-1]]), y=compact(np.r_[mean + std, (mean - std)[::-1]]),
-                      fill="toself", fillcolor=rgba(colour, 0.18), line=dict(width=0), hoverinfo="skip",
+                      mode="lines", fill="toself", fillcolor=rgba(colour, 0.18), line=dict(width=0), hoverinfo="skip",
                       showlegend=False, legendgroup=name, name=name, **refs)
     line = go.Scatter(x=compact(x), y=compact(mean), mode="lines", name=name, legendgroup=name,
                       showlegend=showlegend, line=dict(color=colour, width=2.5, dash=dash),

@@ -1,0 +1,477 @@
+"""Chapter 05 (lottery tickets for detection): the paper's views as plotly figures with static
+controls, plus a live explorer that prunes the dense detector without retraining.
+
+Figures take the results of ``labkit.experiments.lottery.run`` and read its ready-made tables
+(``ticket_rows``, ``bucket_changes``, ...); AP is in points (0–100), as the paper reports it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from labkit.experiments import lottery as experiment
+from labkit.experiments import lottery_runs as runs
+from labkit.methods import lottery
+from labkit.models.tiny_detector import lr_factor
+from labkit.viz import plots, widgets
+from labkit.viz.plots import PALETTE, band_traces, bound_trace, compact, rgba, style, subplot_refs
+
+# section -> (legend label, colour, marker symbol): the paper's ticket orange, controls grey-blue
+METHODS = {
+    "global": ("global one-shot ticket", "#F28E2B", "circle"),
+    "layerwise": ("layer-wise one-shot", "#B8560F", "diamond"),
+    "iterative": ("iterative (with its rounds)", "#E15759", "square"),
+    "random_reinit": ("ticket mask, random re-init", "#9CA3AF", "x"),
+    "random_mask": ("random mask, rewound weights", "#5F7A9A", "cross"),
+    "transfer": ("transfer (sparse pretrained backbone)", "#59A14F", "triangle-up"),
+    "modules": ("module subsets", "#B07AA1", "star"),
+}
+METRICS = {"AP": "AP", "AP50": "AP50", "AP_small": "AP small", "AP_medium": "AP medium", "AP_large": "AP large"}
+BUCKET_COLOURS = {"small": "#E15759", "medium": "#B07AA1", "large": "#4E79A7"}
+MODULE_COLOURS = {"base": "#4E79A7", "rpn": "#59A14F", "top": "#F28E2B", "heads": "#B07AA1"}
+DENSE = "#333333"
+EXPLORER_SPARSITIES = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
+EXPLORER_IMAGES = 100
+
+
+def percent(fraction: float) -> str:
+    return f"{100 * float(fraction):.3g} %"
+
+
+def _finite(value: Any) -> bool:
+    return value is not None and isinstance(value, (int, float, np.floating)) and math.isfinite(float(value))
+
+
+def _dense_row(results: dict) -> dict:
+    return next(r for r in experiment.ticket_rows(results) if r["method"] == "dense")
+
+
+def _main_levels(results: dict) -> list[float]:
+    return [s for s in sorted(results["config"]["sparsities"]) if experiment.main_ticket(results, s) is not None]
+
+
+def _menu(buttons: list[dict]) -> dict:
+    """A dropdown above the plot, left: for menus that restyle data or reorder categories (so they
+    combine with a slider that switches visibility)."""
+    return dict(buttons=buttons, direction="down", showactive=True, x=0, xanchor="left", y=1.02, yanchor="bottom",
+                bgcolor="white", bordercolor="#9CA3AF", font=dict(size=13))
+
+
+# ---- 1. AP against network sparsity ------------------------------------------------------------
+
+def _method_traces(rows: list[dict], metric: str) -> list[go.Scatter]:
+    traces = []
+    for section, (label, colour, symbol) in METHODS.items():
+        mine = [r for r in rows if r["method"].split(" (round")[0] == section and _finite(r[metric])]
+        if not mine:
+            continue
+        mine.sort(key=lambda r: r["network_sparsity"])
+        ci = [r["AP_ci"] if metric == "AP" else float("nan") for r in mine]
+        trace = plots.errorbar_trace([100 * r["network_sparsity"] for r in mine], [r[metric] for r in mine],
+                                     ci if metric == "AP" else None, name=label, colour=colour, symbol=symbol)
+        detail = [f"{r['method']}{' · ' + r['modules'] if r['modules'] else ''}<br>prunable sparsity "
+                  f"{percent(r['prunable_sparsity'])} · rewind step {r['rewind_step']}" for r in mine]
+        error = " ± %{customdata[1]:.2f}" if metric == "AP" else ""
+        trace.update(legendgroup=section, customdata=[[d, c] for d, c in zip(detail, ci)],
+                     hovertemplate=f"%{{customdata[0]}}<br>network sparsity %{{x:.1f}} %<br>{METRICS[metric]} "
+                                   f"%{{y:.2f}}{error}<extra></extra>")
+        if section in ("random_reinit", "random_mask", "modules"):
+            trace.update(mode="markers", marker_size=12)
+        if section == "modules":
+            trace.update(mode="markers+text", text=[r["modules"] for r in mine], textposition="top center")
+        traces.append(trace)
+    return traces
+
+
+def plot_ap_vs_sparsity(results: dict) -> go.Figure:
+    """AP of every trained network against its network sparsity, the dense run as a ±CI band; a
+    dropdown picks the metric, the legend toggles methods."""
+    rows = experiment.ticket_rows(results)
+    dense = _dense_row(results)
+    groups, updates = {}, []
+    for metric, name in METRICS.items():
+        traces = []
+        if _finite(dense[metric]):
+            width = dense["AP_ci"] if metric == "AP" and _finite(dense["AP_ci"]) else 0.0
+            band, line = band_traces([0, 100], [dense[metric]] * 2, [width] * 2, colour=DENSE, dash="dash",
+                                     name="dense ± 95 % CI" if metric == "AP" else "dense", value_format=".2f")
+            traces += [band, line]
+        groups[name] = traces + _method_traces(rows, metric)
+        updates.append({"yaxis.title.text": f"{name} (points)",
+                        "title.text": f"{name} against network sparsity" + (" (bars: 95 % interval over test "
+                                                                           "folds)" if metric == "AP" else "")})
+    fig = plots.figure_with_dropdown(groups, layout_updates=updates, y=1.02)
+    fig.update_xaxes(title_text="network sparsity (% of all parameters pruned)", range=[-3, 103])
+    return style(fig, height=500, margin=dict(t=120), legend=dict(x=1.02, y=1, xanchor="left"))
+
+
+# ---- 2. relative change per size bucket --------------------------------------------------------
+
+def plot_bucket_change(results: dict) -> go.Figure:
+    """Relative AP change (ticket / dense − 1) of the global ticket per size bucket against sparsity."""
+    rows = experiment.bucket_changes(results)
+    title = "Relative AP change of the global ticket per object size"
+    if not rows:
+        return plots.plot_message("no global tickets to compare with the dense run", title=title)
+    fig, missing = go.Figure(), []
+    levels = sorted({r["sparsity"] for r in rows})
+    fig.add_trace(bound_trace([100 * levels[0] - 5, 100 * levels[-1] + 5], [0, 0], name="no change",
+                              showlegend=False))
+    for k, bucket in enumerate(experiment.BUCKETS):
+        mine = [r for r in rows if r["bucket"] == bucket]
+        missing += [f"{bucket} at {percent(r['sparsity'])}" for r in mine if not _finite(r["change"])]
+        mine = [r for r in mine if _finite(r["change"])]
+        if not mine:
+            continue
+        dodge = (k - 1) * 0.6  # keeps the error bars of one level apart
+        trace = plots.errorbar_trace([100 * r["sparsity"] + dodge for r in mine], [100 * r["change"] for r in mine],
+                                     [100 * r["ci"] for r in mine], name=bucket, colour=BUCKET_COLOURS[bucket])
+        trace.update(customdata=[[100 * r["sparsity"], r["dense_AP"], r["ticket_AP"]] for r in mine],
+                     hovertemplate=f"{bucket} objects at %{{customdata[0]:g}} %<br>change %{{y:+.1f}} %<br>AP "
+                                   "dense %{customdata[1]:.2f} → ticket %{customdata[2]:.2f}<extra></extra>")
+        fig.add_trace(trace)
+    if missing:
+        fig.add_annotation(xref="paper", yref="paper", x=0.01, y=0.01, xanchor="left", yanchor="bottom",
+                           showarrow=False, align="left", font=dict(color="#777777", size=12),
+                           text="not shown (the dense bucket AP is 0, so no relative change): " + ", ".join(missing))
+    fig.update_xaxes(title_text="prunable sparsity of the global ticket (%)",
+                     tickvals=[100 * s for s in levels])
+    fig.update_yaxes(title_text="relative AP change (%)")
+    return style(fig, title=title + " (bars: 95 % fold interval)", height=460)
+
+
+# ---- 3. per-layer sparsity ---------------------------------------------------------------------
+
+def _short(layer: str) -> str:
+    """``base.conv1.conv.weight`` → ``base.conv1``, ``rpn.conv.weight`` → ``rpn.conv``."""
+    parts = layer.removesuffix(".weight").split(".")
+    return ".".join(parts[:-1] if len(parts) > 2 and parts[-1] == "conv" else parts)
+
+
+def plot_layer_sparsity(results: dict) -> go.Figure:
+    """Pruned fraction of each prunable tensor, coloured by module; a slider picks the sparsity and a
+    dropdown the scheme (global threshold vs the same fraction in every layer).
+
+    The slider switches trace visibility and the dropdown restyles every trace's ``y``, so the two
+    controls combine in the static page.
+    """
+    rows = results.get("layer_sparsity") or []
+    title = "Per-layer sparsity of the dense run's final weights"
+    if not rows:
+        return plots.plot_message("no layer sparsity table", title=title)
+    schemes = [s for s in ("global", "layerwise") if any(r["scheme"] == s for r in rows)]
+    pruned = {(r["scheme"], r["sparsity"], r["layer"]): r["pruned"] for r in rows}
+    total = next((t["sparsity"]["num_parameters"] for ts in results["tickets"].values() for t in ts), None)
+    steps, values = [], {s: [] for s in schemes}
+    for level in sorted({r["sparsity"] for r in rows}):
+        layers = sorted((r for r in rows if r["scheme"] == schemes[0] and r["sparsity"] == level),
+                        key=lambda r: r["depth"])
+        prunable, traces = sum(r["size"] for r in layers), []
+        for k, module in enumerate(dict.fromkeys(r["module"] for r in layers)):
+            mine = [r for r in layers if r["module"] == module]
+            share = results.get("module_shares", {}).get(module)
+            traces.append(go.Bar(
+                x=[_short(r["layer"]) for r in mine], legendgroup=module,
+                name=module + (f" ({share:.0%} of all parameters)" if share is not None else ""),
+                marker=dict(color=MODULE_COLOURS.get(module, PALETTE[k]), line=dict(width=0)),
+                customdata=[[r["size"], r["size"] / prunable, r["size"] / total if total else math.nan] for r in mine],
+                hovertemplate="%{x}<br>pruned %{y:.1%}<br>%{customdata[0]:,} weights: %{customdata[1]:.1%} of "
+                              "the prunable set, %{customdata[2]:.1%} of all parameters<extra></extra>"))
+            for scheme in schemes:
+                values[scheme].append([round(float(pruned.get((scheme, level, r["layer"]), math.nan)), 4)
+                                       for r in mine])
+        traces.append(go.Scatter(x=[_short(r["layer"]) for r in layers], y=[level] * len(layers), mode="lines",
+                                 name=f"requested sparsity ({percent(level)})",
+                                 line=dict(color=DENSE, dash="dash", width=1.5),
+                                 hovertemplate=f"requested: {percent(level)}<extra></extra>"))
+        for scheme in schemes:
+            values[scheme].append([level] * len(layers))
+        steps.append((percent(level), traces))
+    fig = plots.figure_with_slider(steps, prefix="prunable sparsity: ", active=len(steps) - 1)
+    for trace, y in zip(fig.data, values[schemes[0]]):
+        trace.y = y
+    names = {"global": "global threshold", "layerwise": "layer-wise (same fraction per layer)"}
+    fig.update_layout(updatemenus=[_menu([dict(label=names[s], method="update", args=[
+        {"y": values[s]}, {"title.text": f"{title}: {names[s]}"}]) for s in schemes])])
+    fig.update_xaxes(title_text="prunable tensor (input → output)", showgrid=False)
+    fig.update_yaxes(title_text="pruned fraction", range=[0, 1.02], tickformat=".0%")
+    return style(fig, title=f"{title}: {names[schemes[0]]}", height=560, barmode="overlay",
+                 margin=dict(t=120, b=150), legend=dict(x=1.02, y=1, xanchor="left"))
+
+
+# ---- 4. rewind point ---------------------------------------------------------------------------
+
+def lr_schedule(results: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(fraction of training, LR factor) of the detector's schedule: warm-up, then ×0.1 at decay_at."""
+    cfg = results["config"]
+    steps = int(cfg["steps"])
+    warmup = max(1, int(cfg["warmup_frac"] * steps))
+    at = np.arange(steps + 1)
+    return at / steps, np.array([lr_factor(int(s), steps, warmup, (cfg["decay_at"],)) for s in at])
+
+
+def plot_rewind(results: dict) -> go.Figure:
+    """Ticket AP against the iteration it was rewound to, over the learning-rate schedule."""
+    rows = experiment.rewind_rows(results)
+    cfg = results["config"]
+    title = f"Where to rewind: ticket AP at {percent(cfg['control_sparsity'])} against the rewind point"
+    if not rows:
+        return plots.plot_message("no rewind runs", title=title)
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fraction, factor = lr_schedule(results)
+    fig.add_trace(go.Scatter(x=compact(100 * fraction), y=compact(factor), mode="lines", name="LR schedule (× lr)",
+                             line=dict(color="#9CA3AF", width=2, shape="hv"), fill="tozeroy",
+                             fillcolor=rgba("#9CA3AF", 0.12),
+                             hovertemplate="%{x:.0f} %: lr × %{y:.2f}<extra></extra>"), secondary_y=True)
+    dense = _dense_row(results)
+    if _finite(dense["AP"]):
+        fig.add_trace(bound_trace([0, 100], [dense["AP"]] * 2, name="dense AP"))
+    trace = plots.errorbar_trace([100 * r["fraction"] for r in rows], [r["AP"] for r in rows],
+                                 [r["AP_ci"] for r in rows], name="ticket AP", colour=METHODS["global"][1])
+    trace.update(customdata=[r["rewind_step"] for r in rows],
+                 hovertemplate="rewound to step %{customdata} (%{x:.0f} %)<br>AP %{y:.2f}<extra></extra>")
+    fig.add_trace(trace, secondary_y=False)
+    main = 100 * cfg["rewind_frac"]
+    fig.add_vline(x=main, line=dict(color=METHODS["global"][1], dash="dot", width=1.5),
+                  annotation_text=f"main tickets ({main:g} %)", annotation_position="top left")
+    fig.update_xaxes(title_text="rewind point (% of training)", range=[-2, 102])
+    fig.update_yaxes(title_text="AP (points)", secondary_y=False)
+    fig.update_yaxes(title_text="learning rate (× lr)", secondary_y=True, showgrid=False, range=[0, 1.1])
+    return style(fig, title=title, height=440, legend=dict(orientation="h", x=0, y=-0.2, yanchor="top"))
+
+
+# ---- 5. early-bird masks -----------------------------------------------------------------------
+
+def plot_early_bird(results: dict) -> go.Figure:
+    """IoU of the mask computed early in the dense run with the final mask, one line per sparsity."""
+    rows = experiment.early_bird_rows(results)
+    title = "Early-bird tickets: how soon the final mask is known"
+    if not rows:
+        return plots.plot_message("no early-bird snapshots", title=title)
+    fig = go.Figure(bound_trace([0, 100], [0.9, 0.9], name="IoU 0.9"))
+    for k, level in enumerate(sorted({r["sparsity"] for r in rows})):
+        mine = sorted((r for r in rows if r["sparsity"] == level), key=lambda r: r["fraction"])
+        x, y = [100 * r["fraction"] for r in mine] + [100], [r["iou"] for r in mine] + [1.0]  # the final mask itself
+        trace = plots.errorbar_trace(x, y, None, name=percent(level), colour=PALETTE[(k + 1) % len(PALETTE)])
+        fig.add_trace(trace.update(hovertemplate=f"{percent(level)} sparsity<br>mask at %{{x:.0f}} % of "
+                                                 "training: IoU %{y:.3f} with the final one<extra></extra>"))
+    fig.update_xaxes(title_text="snapshot (% of the dense training)", range=[-2, 102])
+    fig.update_yaxes(title_text="mask IoU with the final mask", range=[0, 1.03])
+    return style(fig, title=title, height=420, legend=dict(title_text="sparsity", x=1.02, y=1, xanchor="left"))
+
+
+# ---- 6. per-class change -----------------------------------------------------------------------
+
+def plot_class_change(results: dict) -> go.Figure:
+    """Relative AP change per class; a slider picks the sparsity, a dropdown the order (training
+    frequency, or dense AP = difficulty)."""
+    levels = _main_levels(results)
+    title = "Per-class relative AP change of the global ticket"
+    if not levels:
+        return plots.plot_message("no global tickets", title=title)
+    steps, updates = [], []
+    for level in levels:
+        rows = experiment.class_changes(results, level)
+        updates.append({"title.text": f"{title} at {percent(level)} prunable sparsity"})
+        change = [100 * r["change"] if _finite(r["change"]) else None for r in rows]
+        custom = [[r["frequency"], r["dense_AP"], r["ticket_AP"]] for r in rows]
+        bars = go.Bar(x=[r["class_name"] for r in rows], y=change, customdata=custom, name="relative change",
+                      marker=dict(color=["#E15759" if c is not None and c < 0 else "#59A14F" for c in change]),
+                      hovertemplate="%{x} (%{customdata[0]} training objects)<br>change %{y:+.1f} %<br>AP dense "
+                                    "%{customdata[1]:.2f} → ticket %{customdata[2]:.2f}<extra></extra>")
+        undefined = [r for r in rows if not _finite(r["change"])]
+        marks = go.Scatter(x=[r["class_name"] for r in undefined], y=[0] * len(undefined), mode="markers",
+                           name="dense AP is 0 (no relative change)", marker=dict(symbol="x", size=10, color="#777777"),
+                           hovertemplate="%{x}: dense AP is 0<extra></extra>")
+        steps.append((percent(level), [bars, marks]))
+    fig = plots.figure_with_slider(steps, prefix="prunable sparsity: ", active=len(levels) - 1,
+                                   layout_updates=updates)
+    rows = experiment.class_changes(results, levels[0])
+    orders = {"by training frequency (most → least)": sorted(rows, key=lambda r: -r["frequency"]),
+              "by dense AP (easiest → hardest)": sorted(rows, key=lambda r: -np.nan_to_num(r["dense_AP"], nan=-1))}
+    orders = {label: [r["class_name"] for r in order] for label, order in orders.items()}
+    fig.update_layout(updatemenus=[_menu([dict(label=label, method="relayout", args=[{"xaxis.categoryarray": order}])
+                                          for label, order in orders.items()])])
+    fig.update_xaxes(title_text="class", categoryorder="array", categoryarray=next(iter(orders.values())))
+    fig.update_yaxes(title_text="relative AP change (%)", zeroline=True, zerolinecolor="#9CA3AF")
+    return style(fig, height=540, margin=dict(t=120, b=150), showlegend=False)
+
+
+# ---- 7. module subsets (Table 3) ---------------------------------------------------------------
+
+def plot_modules(results: dict) -> go.Figure:
+    """AP when ``module_keep`` of each module subset is kept, with the network sparsity it gives."""
+    rows = experiment.module_rows(results)
+    cfg = results["config"]
+    title = f"Pruning one module subset at a time (keeping {percent(cfg['module_keep'])} of it)"
+    if not rows:
+        return plots.plot_message("no module-subset runs at this budget", title=title)
+    shares = results.get("module_shares", {})
+    labels = [f"{r['subset']}<br>{percent(r['network_sparsity'])} of the net" for r in rows]
+    hover = [f"{r['subset']}: {sum(shares.get(m, 0) for m in runs.MODULE_SUBSETS.get(r['subset'], ())):.0%} of "
+             f"the parameters<br>network sparsity {percent(r['network_sparsity'])}" for r in rows]
+    fig = plots.plot_bars({"ticket AP": (labels, [r["AP"] for r in rows], [r["AP_ci"] for r in rows])},
+                          colours={"ticket AP": METHODS["modules"][1]}, hovertext={"ticket AP": hover},
+                          value_format=".2f", value_title="AP (points)", category_title="pruned subset",
+                          title=title + " (bars: 95 % fold interval)", height=440)
+    dense = _dense_row(results)
+    if _finite(dense["AP"]):
+        fig.add_hline(y=dense["AP"], line=dict(color=DENSE, dash="dash", width=1.5),
+                      annotation_text=f"dense {dense['AP']:.2f}", annotation_position="top right")
+    return fig
+
+
+# ---- 8. dense vs ticket detections -------------------------------------------------------------
+
+def _outline_trace(boxes: np.ndarray, texts: list[str], name: str, line: dict, refs: dict,
+                   showlegend: bool) -> go.Scatter:
+    """Closed outlines of ``boxes`` (n, 4) x1, y1, x2, y2 in one trace; ``texts[j]`` hovers on box j."""
+    xs, ys, text = [], [], []
+    for (x1, y1, x2, y2), label in zip(np.asarray(boxes, float).reshape(-1, 4), texts):
+        xs, ys, text = xs + [x1, x2, x2, x1, x1, None], ys + [y1, y1, y2, y2, y1, None], text + [label] * 5 + [""]
+    return go.Scatter(x=xs, y=ys, text=text, mode="lines", name=name, legendgroup=name, showlegend=showlegend,
+                      line=line, hovertemplate="%{text}<extra></extra>", **refs)
+
+
+def _png_source(image: np.ndarray) -> str:
+    """A ``(3, H, W)`` image in [0, 1] as a PNG data URI: a fraction of the size of raw pixel arrays."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    pixels = np.clip(np.round(255 * np.transpose(image, (1, 2, 0))), 0, 255).astype(np.uint8)  # (H, W, 3)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def plot_detections(results: dict) -> go.Figure:
+    """The dense detector beside the global ticket on the same test images (slider), predictions
+    coloured by class, ground truth dashed."""
+    control = results["config"]["control_sparsity"]
+    ticket = experiment.main_ticket(results, control)
+    title = f"Detections: dense vs the global ticket at {percent(control)} (score ≥ {runs.SCORE_FOR_VIEWER:g})"
+    images = np.asarray(results.get("viewer_images", []))
+    if ticket is None or not len(images):
+        return plots.plot_message("no ticket at the control sparsity, or no viewer images", title=title)
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.04,
+                        subplot_titles=["dense", f"global ticket, {percent(control)} of the prunable weights"])
+    refs = [subplot_refs(fig, 1, 1), subplot_refs(fig, 1, 2)]
+    names = list(results["class_names"])
+    steps = []
+    for i, image in enumerate(images):
+        source = _png_source(image)
+        traces, shown = [], set()
+        for panel, run in enumerate((results["dense"], ticket)):
+            traces.append(go.Image(source=source, x0=0.5, y0=0.5, hoverinfo="skip", **refs[panel]))  # pixel i: [i, i+1]
+            found, truth = run["viewer"][i], results["viewer_truth"][i]
+            labels, scores = np.asarray(found["labels"], int), np.asarray(found["scores"], float)
+            for c in sorted(set(labels.tolist())):
+                texts = [f"{names[c]} {score:.2f}" for score in scores[labels == c]]
+                traces.append(_outline_trace(np.asarray(found["boxes"])[labels == c], texts, names[c],
+                                             dict(color=PALETTE[c % len(PALETTE)], width=2), refs[panel],
+                                             names[c] not in shown))
+                shown.add(names[c])
+            traces.append(_outline_trace(truth["boxes"], [f"truth: {names[c]}" for c in truth["labels"]],
+                                         "ground truth", dict(color="white", width=1.5, dash="dash"), refs[panel],
+                                         panel == 0))
+        steps.append((str(i + 1), traces))
+    fig = plots.figure_with_slider(steps, fig=fig, prefix="test image ")
+    size = images.shape[-1]
+    fig.update_xaxes(range=[0, size], showticklabels=False, showgrid=False, constrain="domain")
+    fig.update_yaxes(range=[size, 0], showticklabels=False, showgrid=False, scaleanchor="x", constrain="domain")
+    fig.update_yaxes(scaleanchor="x2", row=1, col=2)
+    return style(fig, title=title, height=520, legend=dict(x=1.02, y=1, xanchor="left", bgcolor="#D1D5DB"))
+
+
+# ---- 9. training loss --------------------------------------------------------------------------
+
+def loss_steps(num_logged: int, start: int, end: int, every: int = 10) -> list[int]:
+    """The iterations ``fit`` logs at (every ``every`` steps and the last) for a run from ``start`` to ``end``."""
+    steps = list(range(start, end, every))
+    if end - 1 not in steps:
+        steps.append(end - 1)
+    if len(steps) != num_logged:  # another logging scheme: spread the points over the run
+        steps = np.linspace(start, end - 1, num_logged).round().astype(int).tolist()
+    return steps
+
+
+def plot_loss(results: dict) -> go.Figure:
+    """Training loss of the dense run and of the global tickets (from their rewind step on)."""
+    steps = int(results["config"]["steps"])
+    tickets = [(s, experiment.main_ticket(results, s)) for s in _main_levels(results)]
+    curves = [("dense", results["dense"], 0, DENSE)] + [
+        (f"ticket {percent(s)}", t, int(t["rewind_step"]), PALETTE[(k + 1) % len(PALETTE)])
+        for k, (s, t) in enumerate(tickets)]
+    fig = go.Figure([go.Scatter(x=loss_steps(len(run["loss"]), start, steps),
+                                y=compact(run["loss"]), mode="lines", name=name, line=dict(color=colour, width=2),
+                                hovertemplate=f"{name}, step %{{x}}: %{{y:.3f}}<extra></extra>")
+                     for name, run, start, colour in curves if run.get("loss")])
+    if not fig.data:
+        return plots.plot_message("no loss histories", title="Training loss")
+    fig.update_xaxes(title_text="iteration (tickets start at their rewind step)")
+    fig.update_yaxes(title_text="detector loss (RPN + RoI head)")
+    return style(fig, title="Training loss: the dense run and the retrained global tickets", height=420,
+                 legend=dict(x=1.02, y=1, xanchor="left"))
+
+
+# ---- 10. live: prune without retraining ----------------------------------------------------------
+
+def prune_explorer(results: dict, num_images: int = EXPLORER_IMAGES) -> widgets.Explorer:
+    """Live: prune the dense run's final weights (global or layer-wise) at a chosen sparsity and
+    evaluate them as they are, with no rewinding and no retraining, on the first test images."""
+    cfg = experiment.LotteryConfig(**results["config"])
+    test = runs.scenes(**experiment.data_kwargs(cfg))[1]
+    n = min(num_images, len(test))
+    subset = dataclasses.replace(test, images=test.images[:n], boxes=test.boxes[:n], labels=test.labels[:n],
+                                 masks=test.masks[:n], areas=test.areas[:n], instance_maps=test.instance_maps[:n])
+    levels = sorted(set(EXPLORER_SPARSITIES) | set(cfg.sparsities))
+    memo: dict[tuple, tuple] = {}
+
+    def pruned(sparsity: float, scheme: str) -> tuple[float, dict]:
+        key = (round(float(sparsity), 6), scheme if sparsity > 0 else "global")  # 0: nothing pruned
+        if key not in memo:
+            model = runs.make_detector(cfg.seed)
+            model.load_state_dict(results["dense"]["state"])
+            weights = runs.detector_weights(model)
+            fn = lottery.layerwise_magnitude_masks if scheme == "layer-wise" else lottery.global_magnitude_masks
+            masks = fn(weights, round(1.0 - float(sparsity), 6))
+            lottery.apply_masks(model, masks)
+            ap = runs.evaluate(model, subset, 1)["metrics"]["AP"]
+            memo[key] = (100 * ap, lottery.layer_sparsity(masks))
+        return memo[key]
+
+    def render(sparsity: float, scheme: str) -> go.Figure:
+        dense_ap, _ = pruned(0.0, scheme)
+        ap, layers = pruned(sparsity, scheme)
+        fig = make_subplots(rows=1, cols=2, column_widths=[0.35, 0.65], horizontal_spacing=0.12,
+                            subplot_titles=[f"AP on the first {n} test images", "pruned fraction per tensor"])
+        names, values, colours = ["dense", "pruned,<br>not retrained"], [dense_ap, ap], [DENSE, "#E15759"]
+        ticket = experiment.main_ticket(results, sparsity) if scheme == "global" else next(
+            (t for t in results["tickets"].get("layerwise", []) if abs(t["keep"] - (1 - sparsity)) < 1e-6), None)
+        if ticket is not None:  # the retrained ticket at this sparsity, when the chapter trained one
+            names, values = names + [f"ticket: rewound,<br>retrained ({len(test)} img.)"], values + [
+                100 * ticket["metrics"]["AP"]]
+            colours.append(METHODS["global"][1])
+        fig.add_trace(go.Bar(x=names, y=values, marker_color=colours, texttemplate="%{y:.2f}", showlegend=False,
+                             hovertemplate="%{x}: AP %{y:.2f}<extra></extra>"), row=1, col=1)
+        fig.add_trace(go.Bar(x=[_short(k) for k in layers], y=list(layers.values()), showlegend=False,
+                             marker_color=[MODULE_COLOURS.get(k.split(".")[0], PALETTE[0]) for k in layers],
+                             hovertemplate="%{x}: %{y:.1%} pruned<extra></extra>"), row=1, col=2)
+        fig.update_yaxes(title_text="AP (points)", row=1, col=1)
+        fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
+        fig.update_xaxes(tickangle=0, row=1, col=1)
+        fig.update_xaxes(tickangle=-40, row=1, col=2)
+        return style(fig, height=460, margin=dict(b=110), title=f"{scheme} pruning at {percent(sparsity)}, no "
+                                                                 f"retraining: AP {ap:.2f} vs dense {dense_ap:.2f}")
+
+    default = min(levels, key=lambda s: abs(s - cfg.control_sparsity))
+    controls = {"sparsity": widgets.selection_slider("prunable sparsity", [(percent(s), s) for s in levels], default),
+                "scheme": widgets.toggle("scheme", ["global", "layer-wise"])}
+    return widgets.explorer(controls, render, title="Prune the dense detector and evaluate it without retraining")
