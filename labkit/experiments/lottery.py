@@ -43,8 +43,8 @@ class LotteryConfig:
     budget: str = "quick"
     seed: int = 0
     workers: int = 0  # 0: one process per core
-    # scenes (96 px at full: COCO's size buckets scaled to the image area)
-    image_size: int = 64
+    # scenes: COCO's size buckets scaled to the image area
+    image_size: int = 96
     contrast: float = 0.25
     clutter: float = 0.5
     num_train: int = 300
@@ -80,7 +80,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": dict(num_train=40, num_test=20, num_folds=2, num_crops=200, pretrain_steps=20, steps=20,
                   early_bird_fracs=(0.5,)),
     "quick": {},
-    "full": dict(image_size=96, num_train=600, num_test=500, num_crops=4000, pretrain_steps=1500, steps=700,
+    "full": dict(num_train=600, num_test=500, num_crops=4000, pretrain_steps=1500, steps=700,
                  sparsities=(0.5, 0.8, 0.9, 0.95), control_sparsity=0.9, layerwise_sparsities=(0.8, 0.9, 0.95),
                  iterative_rounds=4, rewind_fracs=(0.0, 0.1, 0.25, 0.5, 0.8),
                  module_subsets=("heads", "rpn", "base", "top", "base+top", "all"),
