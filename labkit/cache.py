@@ -73,6 +73,31 @@ def cached(name: str, config: Any, compute: Callable[[], Any], *, seed: int | No
     return result
 
 
+_SCRATCH: list[str] = []
+
+
+def artifact(name: str, kwargs: Mapping[str, Any], value: Any) -> str:
+    """Write one stage's result where the next stage's workers can read it; return the path.
+
+    Beside the cache (``<cache>/artifacts/``) when it is on, else in a temporary folder removed at
+    exit. Keyed like ``cached`` on ``name`` and ``kwargs``, so an existing file is not rewritten.
+    """
+    if enabled():
+        folder = cache_dir() / "artifacts"
+    else:
+        if not _SCRATCH:
+            import atexit
+            import shutil
+
+            _SCRATCH.append(tempfile.mkdtemp(prefix="labkit-artifacts-"))
+            atexit.register(shutil.rmtree, _SCRATCH[0], True)
+        folder = Path(_SCRATCH[0])
+    path = folder / f"{name}-{cache_key(name, dict(kwargs))}.pt"
+    if not path.exists():
+        save_atomic(_encode(value), path)
+    return str(path)
+
+
 def save_atomic(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary sibling, fsync, then rename over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)

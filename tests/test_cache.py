@@ -81,3 +81,17 @@ def test_entry_is_never_unpickled(isolated_cache):
 def test_uncacheable_value_is_a_clear_error():
     with pytest.raises(TypeError, match="cannot cache a value of type object"):
         cache.cached("toy", Cfg(), lambda: {"x": object()})
+
+
+def test_artifact_is_written_once_and_loads_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path))
+    from labkit.cache import artifact
+
+    path = artifact("stage", {"a": 1}, {"w": torch.ones(2)})
+    assert path.startswith(str(tmp_path)) and torch.load(path, weights_only=True)["w"].sum() == 2
+    assert artifact("stage", {"a": 1}, {"w": torch.zeros(2)}) == path  # same key: not rewritten
+    assert torch.load(path, weights_only=True)["w"].sum() == 2
+    assert artifact("stage", {"a": 2}, {"w": torch.zeros(2)}) != path
+    monkeypatch.setenv("LABKIT_CACHE", "off")
+    scratch = artifact("stage", {"a": 1}, {"w": torch.zeros(2)})
+    assert not scratch.startswith(str(tmp_path)) and torch.load(scratch, weights_only=True)["w"].sum() == 0

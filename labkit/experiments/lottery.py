@@ -13,18 +13,13 @@
 """
 from __future__ import annotations
 
-import atexit
 import dataclasses
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.stats
 
-from labkit import cache
-from labkit.cache import cached_runs, save_atomic
+from labkit.cache import artifact, cached_runs
 from labkit.config import check_choice
 from labkit.config import from_budget as _from_budget
 from labkit.experiments import lottery_runs as runs
@@ -127,25 +122,6 @@ def _pretrain_kwargs(cfg: LotteryConfig, sparsity: float = 0.0) -> dict:
                 keep=round(1.0 - sparsity, 6), rewind_frac=cfg.rewind_frac)
 
 
-_SCRATCH: list[str] = []
-
-
-def _artifact(name: str, kwargs: dict, value: Any) -> str:
-    """Write a stage's result where later workers can read it: beside the cache, or in a temporary
-    folder when the cache is off (removed at exit). Returns the path."""
-    if cache.enabled():
-        folder = cache.cache_dir() / "lottery-artifacts"
-    else:
-        if not _SCRATCH:
-            _SCRATCH.append(tempfile.mkdtemp(prefix="labkit-lottery-"))
-            atexit.register(shutil.rmtree, _SCRATCH[0], True)
-        folder = Path(_SCRATCH[0])
-    path = folder / f"{name}-{cache.cache_key(name, kwargs)}.pt"
-    if not path.exists():
-        save_atomic(cache._encode(value), path)
-    return str(path)
-
-
 def dense_kwargs(cfg: LotteryConfig, pretrain_file: str) -> dict:
     levels = sorted(set(cfg.sparsities) | {cfg.control_sparsity})
     return dict(data=data_kwargs(cfg), train=train_kwargs(cfg), pretrain_file=pretrain_file,
@@ -173,19 +149,32 @@ def ticket_plan(cfg: LotteryConfig, dense_file: str) -> list[tuple[str, dict]]:
     return plan
 
 
+def _pretrained(cfg: LotteryConfig) -> tuple[dict, str]:
+    pretrained = cached_runs("lottery-pretrain", runs.pretrain, [_pretrain_kwargs(cfg)], cfg.workers)[0]
+    return pretrained, artifact("lottery-pretrain", _pretrain_kwargs(cfg), pretrained)
+
+
+def dense_run(cfg: LotteryConfig) -> tuple[dict, dict]:
+    """Stages 1 and 2 without the transfer backbones: the pretraining and the dense detector run
+    (shared with ``run`` through the cache; chapter 07 scores this detector on JPEG scenes)."""
+    pretrained, pretrain_file = _pretrained(cfg)
+    dense = cached_runs("lottery-stage2", _stage2, [dict(kind="dense", kwargs=dense_kwargs(cfg, pretrain_file))],
+                        cfg.workers)[0]
+    return pretrained, dense
+
+
 def run(cfg: LotteryConfig) -> dict[str, Any]:
     """Every run of the chapter, staged as the module docstring says."""
-    pretrained = cached_runs("lottery-pretrain", runs.pretrain, [_pretrain_kwargs(cfg)], cfg.workers)[0]
-    pretrain_file = _artifact("lottery-pretrain", _pretrain_kwargs(cfg), pretrained)
+    pretrained, pretrain_file = _pretrained(cfg)
     transfer_kwargs = [_pretrain_kwargs(cfg, s) for s in cfg.transfer_sparsities]
     stage2 = cached_runs("lottery-stage2", _stage2, [dict(kind="dense", kwargs=dense_kwargs(cfg, pretrain_file))]
                          + [dict(kind="pretrain", kwargs=kw) for kw in transfer_kwargs], cfg.workers)
     dense, sparse_backbones = stage2[0], stage2[1:]
-    dense_file = _artifact("lottery-dense", dense_kwargs(cfg, pretrain_file), dense)
+    dense_file = artifact("lottery-dense", dense_kwargs(cfg, pretrain_file), dense)
     plan = ticket_plan(cfg, dense_file)
     for kw, backbone in zip(transfer_kwargs, sparse_backbones):
         plan.append(("transfer", dict(kind="transfer", data=data_kwargs(cfg), train=train_kwargs(cfg),
-                                      pretrain_file=_artifact("lottery-pretrain", kw, backbone),
+                                      pretrain_file=artifact("lottery-pretrain", kw, backbone),
                                       dense_file=dense_file, num_folds=cfg.num_folds)))
     done = cached_runs("lottery-tickets", _stage3, [kw for _, kw in plan], cfg.workers)
     tickets: dict[str, list] = {}
