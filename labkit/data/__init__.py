@@ -94,3 +94,6 @@ __all__ += [
     "size_bucket_index",
     "size_thresholds",
 ]
+from labkit.data.photos import PHOTO_FILES, PHOTO_NAMES, class_names, load_photo, photo_patches, split_boundary
+
+__all__ += ["PHOTO_FILES", "PHOTO_NAMES", "class_names", "load_photo", "photo_patches", "split_boundary"]

@@ -12,3 +12,6 @@ from labkit.models.tiny_detector import (DEFAULT_ANCHORS, DETECTOR_MODULES, Tiny
 
 __all__ += ["DEFAULT_ANCHORS", "DETECTOR_MODULES", "TinyDetector", "detect", "detector_losses",
             "greedy_rpn_nms", "train_detector"]
+from labkit.models.corrector import Corrector
+
+__all__ += ["Corrector"]
