@@ -338,19 +338,6 @@ def _outline_trace(boxes: np.ndarray, texts: list[str], name: str, line: dict, r
                       line=line, hovertemplate="%{text}<extra></extra>", **refs)
 
 
-def _png_source(image: np.ndarray) -> str:
-    """A ``(3, H, W)`` image in [0, 1] as a PNG data URI: a fraction of the size of raw pixel arrays."""
-    import base64
-    import io
-
-    from PIL import Image
-
-    pixels = np.clip(np.round(255 * np.transpose(image, (1, 2, 0))), 0, 255).astype(np.uint8)  # (H, W, 3)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def plot_detections(results: dict) -> go.Figure:
     """The dense detector beside the global ticket on the same test images (slider), predictions
     coloured by class, ground truth dashed."""
@@ -366,7 +353,7 @@ def plot_detections(results: dict) -> go.Figure:
     names = list(results["class_names"])
     steps = []
     for i, image in enumerate(images):
-        source = _png_source(image)
+        source = plots.png_source(image)
         traces, shown = [], set()
         for panel, run in enumerate((results["dense"], ticket)):
             traces.append(go.Image(source=source, x0=0.5, y0=0.5, hoverinfo="skip", **refs[panel]))  # pixel i: [i, i+1]
@@ -392,16 +379,6 @@ def plot_detections(results: dict) -> go.Figure:
 
 # ---- 9. training loss --------------------------------------------------------------------------
 
-def loss_steps(num_logged: int, start: int, end: int, every: int = 10) -> list[int]:
-    """The iterations ``fit`` logs at (every ``every`` steps and the last) for a run from ``start`` to ``end``."""
-    steps = list(range(start, end, every))
-    if end - 1 not in steps:
-        steps.append(end - 1)
-    if len(steps) != num_logged:  # another logging scheme: spread the points over the run
-        steps = np.linspace(start, end - 1, num_logged).round().astype(int).tolist()
-    return steps
-
-
 def plot_loss(results: dict) -> go.Figure:
     """Training loss of the dense run and of the global tickets (from their rewind step on)."""
     steps = int(results["config"]["steps"])
@@ -409,7 +386,7 @@ def plot_loss(results: dict) -> go.Figure:
     curves = [("dense", results["dense"], 0, DENSE)] + [
         (f"ticket {percent(s)}", t, int(t["rewind_step"]), PALETTE[(k + 1) % len(PALETTE)])
         for k, (s, t) in enumerate(tickets)]
-    fig = go.Figure([go.Scatter(x=loss_steps(len(run["loss"]), start, steps),
+    fig = go.Figure([go.Scatter(x=plots.logged_steps(len(run["loss"]), steps, start),
                                 y=compact(run["loss"]), mode="lines", name=name, line=dict(color=colour, width=2),
                                 hovertemplate=f"{name}, step %{{x}}: %{{y:.3f}}<extra></extra>")
                      for name, run, start, colour in curves if run.get("loss")])

@@ -358,3 +358,34 @@ def log_count_coloraxis(max_count: float, *, colorscale: str | list = "Viridis",
                 colorbar=dict(title=dict(text=title, side="right"),
                               tickvals=[float(log_count_levels(c)) for c in ticks],
                               ticktext=[f"{c // 1000}k" if c >= 1000 else str(c) for c in ticks], thickness=14))
+
+
+def png_source(image: Any) -> str:
+    """An image as a PNG data URI for ``go.Image(source=...)``: a fraction of the size of raw pixels.
+
+    ``image`` is ``(3, H, W)`` floats in [0, 1] or ``(3, H, W)`` / ``(H, W, 3)`` uint8.
+    """
+    import base64
+    import io
+
+    from PIL import Image
+
+    pixels = np.asarray(image)
+    if pixels.ndim == 3 and pixels.shape[0] == 3 and pixels.shape[-1] != 3:
+        pixels = np.transpose(pixels, (1, 2, 0))  # (H, W, 3)
+    if pixels.dtype != np.uint8:
+        pixels = np.clip(np.round(255 * pixels), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def logged_steps(num_logged: int, end: int, start: int = 0, every: int = 10) -> list[int]:
+    """The iterations ``fit(log_every=every)`` logs at for a run from ``start`` to ``end`` (every
+    ``every`` steps and the last); spread evenly over the run when the count does not match."""
+    steps = list(range(start, end, every))
+    if end - 1 not in steps:
+        steps.append(end - 1)
+    if len(steps) != num_logged:
+        steps = np.linspace(start, max(end - 1, start), num_logged).round().astype(int).tolist()
+    return steps

@@ -220,9 +220,9 @@ def test_detections_one_step_per_image(dressed):
 
 
 def test_loss_steps_and_curves(results):
-    assert views.loss_steps(3, 0, 20) == [0, 10, 19]
-    assert views.loss_steps(3, 2, 20) == [2, 12, 19]
-    assert views.loss_steps(2, 0, 20) == [0, 19]  # another scheme: spread over the run
+    assert plots.logged_steps(3, 20, 0) == [0, 10, 19]
+    assert plots.logged_steps(3, 20, 2) == [2, 12, 19]
+    assert plots.logged_steps(2, 20, 0) == [0, 19]  # another scheme: spread over the run
     fig = views.plot_loss(results)
     levels = sorted(results["config"]["sparsities"])
     assert [t.name for t in fig.data] == ["dense"] + [f"ticket {views.percent(s)}" for s in levels]
