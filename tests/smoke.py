@@ -11,3 +11,14 @@ def smoke_run(experiment, tmp_path_factory):
         yield experiment.run(experiment.from_budget("smoke", workers=1))
     finally:
         mp.undo()
+
+
+def cached_smoke_run(experiment):
+    """Yield ``experiment.run`` at the smoke budget, in one process, on the default cache (a rerun of
+    the view tests trains nothing) and without progress bars."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LABKIT_PROGRESS", "off")
+    try:
+        yield experiment.run(experiment.from_budget("smoke", workers=1))
+    finally:
+        mp.undo()

@@ -11,6 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
+from smoke import cached_smoke_run
+
 from labkit.experiments import jpeg as ex
 from labkit.methods import jpeg
 from labkit.viz import jpeg as views
@@ -25,12 +27,7 @@ METRICS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
 
 @pytest.fixture(scope="module")
 def results():
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LABKIT_PROGRESS", "off")
-    try:  # the default cache: a rerun of the tests trains nothing
-        yield ex.run(ex.from_budget("smoke", workers=1))
-    finally:
-        mp.undo()
+    yield from cached_smoke_run(ex)
 
 
 def fake_detection():

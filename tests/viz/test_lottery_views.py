@@ -9,6 +9,8 @@ import plotly.graph_objects as go
 import pytest
 from PIL import Image
 
+from smoke import cached_smoke_run
+
 from labkit.experiments import lottery as ex
 from labkit.viz import lottery as views
 from labkit.viz import plots
@@ -21,12 +23,7 @@ PLOTS = ("plot_ap_vs_sparsity", "plot_bucket_change", "plot_layer_sparsity", "pl
 
 @pytest.fixture(scope="module")
 def results():
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LABKIT_PROGRESS", "off")
-    try:  # the default cache: a rerun of the tests trains nothing
-        yield ex.run(ex.from_budget("smoke", workers=1))
-    finally:
-        mp.undo()
+    yield from cached_smoke_run(ex)
 
 
 def slider_only(fig):
