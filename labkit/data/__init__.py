@@ -97,3 +97,7 @@ __all__ += [
 from labkit.data.photos import PHOTO_FILES, PHOTO_NAMES, class_names, load_photo, photo_patches, split_boundary
 
 __all__ += ["PHOTO_FILES", "PHOTO_NAMES", "class_names", "load_photo", "photo_patches", "split_boundary"]
+from labkit.data.compositional import COLOURS, CompositionalScenes, make_compositional
+from labkit.data.compositional import SHAPES as COMPOSITIONAL_SHAPES
+
+__all__ += ["COLOURS", "COMPOSITIONAL_SHAPES", "CompositionalScenes", "make_compositional"]

@@ -15,3 +15,6 @@ __all__ += ["DEFAULT_ANCHORS", "DETECTOR_MODULES", "TinyDetector", "detect", "de
 from labkit.models.corrector import Corrector
 
 __all__ += ["Corrector"]
+from labkit.models.toy_gan import ImageDiscriminator, ImageGenerator
+
+__all__ += ["ImageDiscriminator", "ImageGenerator"]
