@@ -46,11 +46,12 @@ class JPEGConfig:
     train_per_class: int = 120
     test_per_class: int = 30
     qualities: tuple = (10, 30, 50, 90)
+    corrector_qualities: tuple = (10, 30, 50, 90)  # where corrected inputs are scored (a corrector pass is costly)
     subsampling: str = "4:2:0"
     batch_size: int = 64  # classifier and fine-tuning
     classifier_steps: int = 200
     classifier_lr: float = 3e-3
-    corrector_size: tuple = (24, 2)  # (channels, residual blocks); full: (32, 3), the spec's ~60k parameters
+    corrector_size: tuple = (24, 2)  # (channels, residual blocks): 6 convs; full: 32 channels
     corrector_batch_size: int = 32  # correctors and TTAC
     corrector_crop: int = 32  # corrector training crops (compressed at this size)
     corrector_steps: int = 150
@@ -68,20 +69,24 @@ class JPEGConfig:
 
 BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": dict(train_per_class=12, test_per_class=6, qualities=(10, 90), classifier_steps=10, corrector_steps=4,
-                  finetune_steps=4, ttac_steps=4, batch_size=16, corrector_batch_size=8, ablations=True,
-                  num_examples=2),
+                  corrector_qualities=(10, 90), finetune_steps=4, ttac_steps=4, batch_size=16, corrector_batch_size=8,
+                  ablations=True, num_examples=2),
     "quick": {},
-    "full": dict(train_per_class=400, test_per_class=120, qualities=tuple(range(10, 101, 10)), classifier_steps=1500,
-                 corrector_crop=48, corrector_size=(32, 3), corrector_steps=600, finetune_steps=400, ttac_steps=400, ablations=True,
+    "full": dict(train_per_class=400, test_per_class=100, qualities=tuple(range(10, 101, 10)),
+                 corrector_qualities=(10, 20, 30, 50, 70, 90), classifier_steps=1000, corrector_crop=48,
+                 corrector_size=(32, 2), corrector_steps=500, finetune_steps=300, ttac_steps=300, ablations=True,
                  detection=True),
 }
 
 
 def from_budget(budget: str = "quick", **overrides: Any) -> JPEGConfig:
     cfg = _from_budget(JPEGConfig, budget, BUDGETS, **overrides)
-    for q in tuple(cfg.qualities) + tuple(cfg.detection_qualities):
+    for q in tuple(cfg.qualities) + tuple(cfg.detection_qualities) + tuple(cfg.corrector_qualities):
         jpeg.quality_scale(q)  # raises on a quality outside 1..100
-    if 10 not in cfg.qualities or 10 not in cfg.detection_qualities:
+    if not set(cfg.corrector_qualities) <= set(cfg.qualities):
+        raise ValueError(f"corrector_qualities={cfg.corrector_qualities!r} is not valid; they must be among "
+                         f"qualities={cfg.qualities!r}")
+    if 10 not in cfg.qualities or 10 not in cfg.detection_qualities or 10 not in cfg.corrector_qualities:
         raise ValueError(f"qualities={cfg.qualities!r} is not valid; it must include 10 (the claims' low quality)")
     check_choice("subsampling", cfg.subsampling, jpeg.SUBSAMPLINGS)
     return cfg
@@ -214,8 +219,10 @@ def evaluate_all(cfg: JPEGConfig, models: Models) -> dict[str, Any]:
     for q in qualities:
         X_q, num_bytes = (X_test, None) if q == CLEAN else _compress(X_test, q, cfg.subsampling)
         inputs = {"baseline": X_q, **{name: X_q for name in models.finetuned}}
+        main = ("off-the-shelf", "TTAC")
         for name, corrector in models.correctors.items():  # clean inputs are corrected as if q = 100
-            inputs[name] = _correct(corrector, X_q, 100 if q == CLEAN else q)
+            if q in cfg.corrector_qualities or (q == CLEAN and name in main):
+                inputs[name] = _correct(corrector, X_q, 100 if q == CLEAN else q)
         for name, X_in in inputs.items():
             model = models.finetuned.get(name, models.classifier)
             rows.append(dict(setting=name, quality=q, accuracy=_accuracy(model, X_in, y_test),

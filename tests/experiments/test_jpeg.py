@@ -22,7 +22,9 @@ def test_budgets_and_bad_fields():
     with pytest.raises(ValueError, match="quality=0"):
         ex.from_budget("quick", qualities=(0, 10))
     with pytest.raises(ValueError, match="must include 10"):
-        ex.from_budget("quick", qualities=(30, 50))
+        ex.from_budget("quick", qualities=(30, 50), corrector_qualities=(30,))
+    with pytest.raises(ValueError, match="corrector_qualities=.*must be among"):
+        ex.from_budget("quick", corrector_qualities=(10, 20))
     with pytest.raises(ValueError, match="subsampling"):
         ex.from_budget("quick", subsampling="4:2:2")
 
