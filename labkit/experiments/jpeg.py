@@ -49,12 +49,12 @@ class JPEGConfig:
     corrector_qualities: tuple = (10, 30, 50, 90)  # where corrected inputs are scored (a corrector pass is costly)
     subsampling: str = "4:2:0"
     batch_size: int = 64  # classifier and fine-tuning
-    classifier_steps: int = 200
+    classifier_steps: int = 150
     classifier_lr: float = 3e-3
     corrector_size: tuple = (24, 2)  # (channels, residual blocks): 6 convs; full: 32 channels
     corrector_batch_size: int = 32  # correctors and TTAC
     corrector_crop: int = 32  # corrector training crops (compressed at this size)
-    corrector_steps: int = 150
+    corrector_steps: int = 100
     corrector_lr: float = 1e-3
     finetune_steps: int = 80
     finetune_lr: float = 5e-4
