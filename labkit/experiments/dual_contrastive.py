@@ -64,10 +64,11 @@ class DCLConfig:
     classifier_steps: int = runs.CLASSIFIER_STEPS  # the metric classifier's training
 
 
-# Budgets measured on a 2-core machine (CPU seconds of the workers / 2): quick ≈ 50 s (digits steps cost
-# ~69 ms at 16²; the metric classifier ~10 s and the ring ~11 s overlap in stage 1). Full ≈ 15 min:
-# ~1.03 s per step summed over the 7 rows at 32², so 2 seeds × 700 steps, not the spec's 3 × 3,000
-# (~80 min); the ring is 6 seeds × 5,000 steps as specified (~13 s per run).
+# Budgets on a 2-core machine (worker CPU seconds / 2; the machine was shared while measuring): quick
+# ≈ 50 s, measured (a digits step costs ~69 ms at 16²; the metric classifier, ~10 s, and the ring,
+# ~11 s, overlap in stage 1). Full ≈ 14.5 min, estimated from per-row timings: one step of all 7
+# rows at 32² costs ~1.03 s, so 2 seeds × 700 steps, not the spec's 3 × 3,000 (~80 min); the ring
+# is 6 seeds × 5,000 steps as specified (12–17 s a run) and the scenes classifier ~40 s.
 BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": dict(steps=20, eval_every=10, num_eval=200, ring_seeds=1, ring_steps=50, classifier_steps=50),
     "quick": {},
