@@ -204,12 +204,6 @@ def mean_psnr(x: torch.Tensor, y: torch.Tensor) -> float:
     return float("inf") if mse == 0 else 10 * float(np.log10(1.0 / mse))
 
 
-def _accuracy(model, X, y) -> float:
-    with torch.no_grad():
-        pred = torch.cat([model(runs.normalise(X[i:i + 500])).argmax(1) for i in range(0, len(X), 500)])
-    return float((pred == y).float().mean())
-
-
 def evaluate_all(cfg: JPEGConfig, models: Models) -> dict[str, Any]:
     """Accuracy, PSNR and bpp at every quality (0 = clean) for every setting, and the views' data."""
     _, _, X_test, y_test = runs.patches(**data_kwargs(cfg))
@@ -225,7 +219,7 @@ def evaluate_all(cfg: JPEGConfig, models: Models) -> dict[str, Any]:
                 inputs[name] = _correct(corrector, X_q, 100 if q == CLEAN else q)
         for name, X_in in inputs.items():
             model = models.finetuned.get(name, models.classifier)
-            rows.append(dict(setting=name, quality=q, accuracy=_accuracy(model, X_in, y_test),
+            rows.append(dict(setting=name, quality=q, accuracy=runs.accuracy(model, X_in, y_test),
                              psnr=mean_psnr(X_in, X_test) if q != CLEAN or name in models.correctors else float("inf")))
             if q == 10:
                 per_class[name] = runs.per_class_accuracy(model, X_in, y_test, len(PHOTO_NAMES)).tolist()
@@ -262,11 +256,11 @@ def _ablation_rows(cfg: JPEGConfig, models: Models, X_test, y_test) -> list[dict
     other = "4:4:4" if cfg.subsampling == "4:2:0" else "4:2:0"
     for q in cfg.qualities:
         X_other, _ = _compress(X_test, q, other)
-        rows.append(dict(setting=f"baseline ({other})", quality=q, accuracy=_accuracy(models.classifier, X_other, y_test),
+        rows.append(dict(setting=f"baseline ({other})", quality=q, accuracy=runs.accuracy(models.classifier, X_other, y_test),
                          psnr=mean_psnr(X_other, X_test)))
         X_resized, _ = _compress(X_test, q, cfg.subsampling, resize_first=True)
         rows.append(dict(setting="baseline (compressed at 2×, then resized)", quality=q,
-                         accuracy=_accuracy(models.classifier, X_resized, y_test),
+                         accuracy=runs.accuracy(models.classifier, X_resized, y_test),
                          psnr=mean_psnr(X_resized, X_test)))
     return rows
 

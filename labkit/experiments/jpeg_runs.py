@@ -82,18 +82,12 @@ def _compress_random(x: torch.Tensor, generator: torch.Generator, qualities, sub
     return out, q
 
 
-def accuracy(model, X: torch.Tensor, y: torch.Tensor, corrector=None, qualities=None) -> float:
-    """Top-1 of ``model`` on ``X`` (optionally corrected first, conditioned on ``qualities``)."""
+def accuracy(model, X: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 of ``model`` (put in eval mode) on ``X``."""
     model.eval()
-    correct = 0
     with torch.no_grad():
-        for i in range(0, len(X), 500):
-            x = X[i:i + 500]
-            if corrector is not None:
-                corrector.eval()
-                tables = jpeg.table_features(qualities[i:i + 500]) if qualities is not None else None
-                x = corrector(x, tables if corrector.conditioned else None)
-            correct += int((model(normalise(x)).argmax(1) == y[i:i + 500]).sum())
+        correct = sum(int((model(normalise(X[i:i + 500])).argmax(1) == y[i:i + 500]).sum())
+                      for i in range(0, len(X), 500))
     return correct / len(X)
 
 
