@@ -16,8 +16,9 @@ resampled every step, and the same reference batch serves the real and the fake 
 Metrics live in the feature space of ``labkit.metrics.gan_features.feature_classifier`` (trained
 once per machine): classifier-FD of ``num_eval`` fakes against ``num_eval`` fixed reals, whose
 floor is the FD between those reals and ``num_eval`` other reals; k-NN precision/recall; for
-scenes, composition validity; for digits, a linear probe of the digit class on D's penultimate
-features of real digits (fit on 1,000, scored on the other 797; the GAN saw them unlabelled).
+scenes, composition validity; with ``probe``, a linear probe on D's penultimate features of real
+images, before and after training: the digit class for digits (the spec's), the object count for
+scenes (ours); fit on 1,000 images, scored on the rest (the GAN saw them unlabelled).
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ NUM_SHOWN = 36  # sample grid
 NUM_LOGITS = 256  # logits kept per checkpoint for the histograms
 NUM_LOGIT_CHECKPOINTS = 4
 PROBE_TRAIN = 1000
+PROBE_TARGETS = {"digits": "digit", "scenes": "count"}  # what the linear probe on D's features predicts
 
 
 def _one_blas_thread(fn):
@@ -137,7 +139,7 @@ def train_gan(dataset: str, image_size: int, loss: str, g_attention: bool, d_att
               classifier_steps: int = CLASSIFIER_STEPS) -> dict:
     """One image GAN (see the module docstring). Returns plain data: final ``fd``, ``precision``,
     ``recall``, ``validity`` (scenes, else None), ``probe`` and ``probe_init`` (the probe on D at
-    initialisation; digits with ``probe``, else None),
+    initialisation; None without ``probe``),
     ``curve`` {step, fd}, ``logits`` {step, real (k, 256), fake (k, 256)}, ``samples`` uint8
     ``(36, C, S, S)``, ``generator`` {spec, state}, ``d_maps`` (None without D attention) and
     ``history`` (losses, R1, the mean logit, which DCL leaves free to drift)."""
@@ -212,10 +214,10 @@ def train_gan(dataset: str, image_size: int, loss: str, g_attention: bool, d_att
                "logit_gap": (real_logits - fake_logits).detach().mean()}
         return out | ({"r1": r1.detach()} if do_r1 else {})
 
-    probing = probe and dataset == "digits"
+    probing, probe_labels = bool(probe), targets[PROBE_TARGETS[dataset]]
     probe_refs = (images[torch.randperm(len(images), generator=torch.Generator().manual_seed(1))]
                   if uses_refs else None)  # fixed real references, independent of the probed image
-    probe_init = _probe(penultimate, images, targets["digit"], probe_refs) if probing else None
+    probe_init = _probe(penultimate, images, probe_labels, probe_refs) if probing else None
     if 0 in logit_steps:
         record_logits(0)
     history = fit(G, [None], step_fn, (), steps, log_every=10, progress=False)
@@ -225,7 +227,7 @@ def train_gan(dataset: str, image_size: int, loss: str, g_attention: bool, d_att
     validity = None
     if dataset == "scenes":
         validity = composition_validity(classifier, fakes, 2, 4, shape_heads=SHAPE_HEADS)
-    probe_accuracy = _probe(penultimate, images, targets["digit"], probe_refs) if probing else None
+    probe_accuracy = _probe(penultimate, images, probe_labels, probe_refs) if probing else None
     return dict(dataset=dataset, image_size=image_size, loss=loss, g_attention=bool(g_attention),
                 d_attention=d_attention, seed=seed, steps=steps, fd=frechet_distance(real_features, fake_features),
                 precision=pr["precision"], recall=pr["recall"], validity=validity, probe=probe_accuracy,

@@ -33,9 +33,9 @@ def one_thread():
 def test_budgets_and_bad_fields():
     assert ex.from_budget("quick") == ex.DCLConfig()
     quick, full = ex.from_budget("quick"), ex.from_budget("full")
-    assert quick.dataset == "digits" and quick.image_size == 16 and quick.rows == ("ns", "dcl")
+    assert quick.dataset == "digits" and quick.image_size == 16 and quick.rows == ("ns", "dcl", ex.FULL_MODEL)
     assert full.dataset == "scenes" and full.image_size == 32 and full.rows == tuple(ex.ROWS)
-    assert full.seeds >= 2 and full.ring_seeds == 6 and not full.probe
+    assert full.seeds >= 2 and full.ring_seeds == 6 and full.probe
     assert ex.from_budget("smoke").rows == ("ns", "dcl") and ex.from_budget("smoke").ring_seeds == 1
     with pytest.raises(ValueError, match="unknown config field.*num_stpes.*valid fields.*ring_steps"):
         ex.from_budget("quick", num_stpes=3)
@@ -43,8 +43,6 @@ def test_budgets_and_bad_fields():
         ex.from_budget("quick", rows=("ns", "dcl+attn"))
     with pytest.raises(ValueError, match="dataset='mnist'.*'digits', 'scenes'"):
         ex.from_budget("quick", dataset="mnist")
-    with pytest.raises(ValueError, match="probe=True needs dataset='digits'"):
-        ex.from_budget("quick", dataset="scenes", image_size=32)
     with pytest.raises(ValueError, match="num_eval=900 is too large"):
         ex.from_budget("quick", num_eval=900)
     with pytest.raises(ValueError, match="image_size=24"):
@@ -160,3 +158,11 @@ def test_r1_only_on_the_primary_and_bad_arguments(one_thread):
     logits = judge(x, ref)
     assert logits.shape == (2,) and penultimate(x, ref).shape == (2, 64 * 8)
     assert float(dc.r1_penalty(x, logits).detach()) >= 0 and ref.grad is None
+
+
+def test_a_tiny_scenes_run_probes_the_object_count(smoke_results, one_thread):
+    result = runs.train_gan(**dict(TINY, dataset="scenes", image_size=32, steps=2, eval_every=2),
+                            loss="ns", g_attention=False, d_attention="none")
+    assert runs.PROBE_TARGETS["scenes"] == "count"
+    assert 0 < result["probe"] <= 1 and 0 < result["probe_init"] <= 1 and 0 <= result["validity"] <= 1
+    assert result["samples"].shape == (runs.NUM_SHOWN, 3, 32, 32)
