@@ -13,6 +13,12 @@ swapping them a second time). In the G step D is frozen and the real logits are 
 a graph: they are constants for G. References for reference attention are independent reals,
 resampled every step, and the same reference batch serves the real and the fake primaries.
 
+Every measurement uses an exponential moving average of G's weights, as StyleGAN2 evaluates its
+generator (the spec keeps "the rest of the StyleGAN2 recipe"). The decay follows StyleGAN2-ADA's
+``auto`` config: after n images, the average's half-life is min(batch · 10,000 / 32, 0.05 · n)
+images (β ≈ 0.98 a step after 700 steps of 64). G has BatchNorm, so before each evaluation the
+average's running statistics are recomputed from 2,000 fixed latents (as SWA does).
+
 Metrics live in the feature space of ``labkit.metrics.gan_features.feature_classifier`` (trained
 once per machine): classifier-FD of ``num_eval`` fakes against ``num_eval`` fixed reals, whose
 floor is the FD between those reals and ``num_eval`` other reals; k-NN precision/recall; for
@@ -22,6 +28,7 @@ scenes (ours); fit on 1,000 images, scored on the rest (the GAN saw them unlabel
 """
 from __future__ import annotations
 
+import copy
 import functools
 
 import numpy as np
@@ -48,6 +55,8 @@ NUM_SHOWN = 36  # sample grid
 NUM_LOGITS = 256  # logits kept per checkpoint for the histograms
 NUM_LOGIT_CHECKPOINTS = 4
 PROBE_TRAIN = 1000
+EMA_RAMPUP = 0.05  # StyleGAN2-ADA's auto config: half-life = min(ema_images, rampup · images seen)
+NUM_BN_LATENTS = 2000  # latents that re-estimate the averaged G's BatchNorm statistics
 PROBE_TARGETS = {"digits": "digit", "scenes": "count"}  # what the linear probe on D's features predicts
 
 
@@ -117,6 +126,26 @@ def make_nets(channels: int, image_size: int, width: int, g_attention: bool, d_a
     return G, D, D, (lambda x, ref: D.head.features(D.attention(D.trunk(x), D.trunk(ref))))
 
 
+def ema_decay(step: int, batch_size: int) -> float:
+    """β of G's weight average after ``step`` steps: a half-life of min(batch · 10,000 / 32,
+    0.05 · images seen) images, as StyleGAN2-ADA's auto config."""
+    half_life = min(batch_size * 10_000 / 32, EMA_RAMPUP * step * batch_size)
+    return 0.5 ** (batch_size / half_life) if half_life > 0 else 0.0
+
+
+def _refresh_batchnorm(G: torch.nn.Module, latents: torch.Tensor) -> None:
+    """Recompute G's BatchNorm running statistics from ``latents`` (cumulative averages)."""
+    norms = [m for m in G.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the batches below
+    G.train()
+    with torch.no_grad():
+        for chunk in latents.split(500):
+            G(chunk)
+    G.eval()
+
+
 def _probe(penultimate, images: torch.Tensor, labels: torch.Tensor, refs: torch.Tensor | None) -> float:
     """Accuracy of a logistic regression on D's standardized penultimate features (1,000 / rest)."""
     from sklearn.linear_model import LogisticRegression
@@ -141,7 +170,7 @@ def train_gan(dataset: str, image_size: int, loss: str, g_attention: bool, d_att
     ``recall``, ``validity`` (scenes, else None), ``probe`` and ``probe_init`` (the probe on D at
     initialisation; None without ``probe``),
     ``curve`` {step, fd}, ``logits`` {step, real (k, 256), fake (k, 256)}, ``samples`` uint8
-    ``(36, C, S, S)``, ``generator`` {spec, state}, ``d_maps`` (None without D attention) and
+    ``(36, C, S, S)``, ``generator`` {spec, state} (samples and state: the averaged G), ``d_maps`` (None without D attention) and
     ``history`` (losses, R1, the mean logit, which DCL leaves free to drift)."""
     check_choice("loss", loss, GAN_LOSSES)
     d_fn, g_fn = GAN_LOSSES[loss]
@@ -153,6 +182,9 @@ def train_gan(dataset: str, image_size: int, loss: str, g_attention: bool, d_att
     images = images.contiguous(memory_format=torch.channels_last)
     torch.manual_seed(seed)
     G, D, judge, penultimate = make_nets(channels, image_size, width, g_attention, d_attention)
+    G_avg = copy.deepcopy(G).requires_grad_(False)  # the averaged G that every measurement uses
+    bn_latents = torch.randn(NUM_BN_LATENTS, LATENT_DIM, generator=torch.Generator().manual_seed(seed + 10_000))
+    averaged_changed = [True]  # its BatchNorm statistics need recomputing before the next sample
     uses_refs = d_attention == "reference"
     opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.5, 0.999))
@@ -167,11 +199,12 @@ def train_gan(dataset: str, image_size: int, loss: str, g_attention: bool, d_att
         return images[torch.randint(len(images), (batch_size,), generator=rng)]
 
     def sample(z: torch.Tensor) -> torch.Tensor:
-        G.eval()  # BatchNorm on running statistics: samples that do not depend on the batch
+        """The averaged G in eval mode: samples that do not depend on the batch."""
+        if averaged_changed[0]:
+            _refresh_batchnorm(G_avg, bn_latents)
+            averaged_changed[0] = False
         with torch.no_grad():
-            out = torch.cat([G(z[i:i + 500]) for i in range(0, len(z), 500)])
-        G.train()
-        return out
+            return torch.cat([G_avg(z[i:i + 500]) for i in range(0, len(z), 500)])
 
     def evaluate(step: int) -> None:
         curve["step"].append(step)
@@ -206,6 +239,11 @@ def train_gan(dataset: str, image_size: int, loss: str, g_attention: bool, d_att
         g_loss.backward()
         opt_g.step()
         D.requires_grad_(True)
+        with torch.no_grad():
+            beta = ema_decay(step + 1, batch_size)
+            for averaged, current in zip(G_avg.parameters(), G.parameters()):
+                averaged.lerp_(current, 1 - beta)
+        averaged_changed[0] = True
         if (step + 1) % eval_every == 0 or step + 1 == steps:
             evaluate(step + 1)
         if step + 1 in logit_steps:
@@ -236,7 +274,7 @@ def train_gan(dataset: str, image_size: int, loss: str, g_attention: bool, d_att
                 samples=_to_uint8(fakes[:NUM_SHOWN]),
                 generator=dict(spec=dict(latent_dim=LATENT_DIM, channels=channels, image_size=image_size, width=width,
                                          attention=bool(g_attention)),
-                               state={k: v.detach().clone() for k, v in G.state_dict().items()}),
+                               state={k: v.detach().clone() for k, v in G_avg.state_dict().items()}),
                 d_maps=_d_maps(D, d_attention, images, sample(z_eval[:1])), history=history.to_dict())
 
 

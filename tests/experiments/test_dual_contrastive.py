@@ -166,3 +166,29 @@ def test_a_tiny_scenes_run_probes_the_object_count(smoke_results, one_thread):
     assert runs.PROBE_TARGETS["scenes"] == "count"
     assert 0 < result["probe"] <= 1 and 0 < result["probe_init"] <= 1 and 0 <= result["validity"] <= 1
     assert result["samples"].shape == (runs.NUM_SHOWN, 3, 32, 32)
+
+
+def test_the_weight_average_follows_stylegan2_ada():
+    assert runs.ema_decay(0, 64) == 0.0  # nothing to average yet
+    assert runs.ema_decay(1, 64) < 1e-5  # the first step all but copies G
+    assert runs.ema_decay(700, 64) == pytest.approx(0.5 ** (64 / (0.05 * 700 * 64)))  # ramp-up: ≈ 0.98
+    capped = 0.5 ** (64 / (64 * 10_000 / 32))
+    assert runs.ema_decay(10_000, 64) == pytest.approx(capped) == pytest.approx(runs.ema_decay(50_000, 64))
+
+
+def test_batchnorm_statistics_are_recomputed_from_the_latents(one_thread):
+    torch.manual_seed(0)
+    G = ImageGenerator(16, 1, 16, 8)
+    latents = torch.randn(1000, 16)
+    runs._refresh_batchnorm(G, latents)
+    assert not G.training
+    norm = next(m for m in G.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    captured = []
+    handle = norm.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0]))
+    G.train()
+    with torch.no_grad():
+        for chunk in latents.split(500):
+            G(chunk)
+    handle.remove()
+    per_chunk = torch.stack([x.mean((0, 2, 3)) for x in captured])
+    torch.testing.assert_close(norm.running_mean, per_chunk.mean(0), rtol=1e-4, atol=1e-5)
