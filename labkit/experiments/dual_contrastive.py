@@ -64,11 +64,12 @@ class DCLConfig:
     classifier_steps: int = runs.CLASSIFIER_STEPS  # the metric classifier's training
 
 
-# Budgets on a 2-core machine. Quick (3 rows × 300 digit steps, one seed): the notebook ran cold in
-# 70 s on an idle machine; stage 2 is bounded by ns + dcl on one worker while the full model (~37 s)
-# runs on the other. Full: estimated at ~15.5 min from per-row timings at 32² (110–215 ms a step,
-# attention rows the costliest), so 2 seeds × 700 steps, not the spec's 3 × 3,000 (~80 min); the
-# ring is 6 seeds × 5,000 steps as specified (12–17 s a run) and the scenes classifier ~40 s.
+# Budgets, measured cold on an idle 2-core machine (`labkit run 01-dual-contrastive-gan [--budget full]`).
+# Quick (3 rows × 300 digit steps, one seed): 73 s; stage 2 is bounded by ns + dcl on one worker
+# while the full model (~37 s) runs on the other. Full: 1,093 s (18.2 min): stage 1 (scenes
+# classifier + 12 ring runs) 1:42, the 14 GANs 16:19 (110–215 ms a step at 32², attention rows the
+# costliest, plus the averaged G's BatchNorm refreshes). Hence 2 seeds × 700 steps, not the spec's
+# 3 × 3,000 (~80 min); the ring is 6 seeds × 5,000 steps as specified.
 BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": dict(rows=("ns", "dcl"), steps=20, eval_every=10, num_eval=200, ring_seeds=1, ring_steps=50,
                   classifier_steps=50),
