@@ -62,6 +62,7 @@ class DCLConfig:
     ring_steps: int = 1000
     probe: bool = True  # linear probe of D's features: digit class (digits) or object count (scenes)
     classifier_steps: int = runs.CLASSIFIER_STEPS  # the metric classifier's training
+    device: str = "cpu"  # where the image GANs train: "cpu" (one process per core) or "cuda" (then workers=1)
 
 
 # Budgets, measured cold on an idle 2-core machine (`labkit run 01-dual-contrastive-gan [--budget full]`).
@@ -82,6 +83,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
 def from_budget(budget: str = "quick", **overrides: Any) -> DCLConfig:
     cfg = _from_budget(DCLConfig, budget, BUDGETS, **overrides)
     check_choice("dataset", cfg.dataset, tuple(runs.DATASETS))
+    check_choice("device", cfg.device.split(":")[0], ("cpu", "cuda"))
     check_choice("image_size", cfg.image_size, (16, 32))
     if not cfg.rows:
         raise ValueError(f"rows is empty; choose from: {', '.join(ROWS)}")
@@ -118,7 +120,8 @@ def gan_plan(cfg: DCLConfig) -> list[tuple[str, dict]]:
         for seed in seed_list(cfg):
             plan.append((row, dict(dataset=cfg.dataset, image_size=cfg.image_size, loss=loss, g_attention=g_attention,
                                    d_attention=d_attention, steps=cfg.steps, seed=seed, eval_every=cfg.eval_every,
-                                   num_eval=cfg.num_eval, probe=cfg.probe, classifier_steps=cfg.classifier_steps)))
+                                   num_eval=cfg.num_eval, probe=cfg.probe, classifier_steps=cfg.classifier_steps,
+                                   device=cfg.device)))
     return sorted(plan, key=lambda p: -STEP_MS[p[0]])
 
 

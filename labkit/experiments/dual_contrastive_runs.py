@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from labkit.config import check_choice
+from labkit.config import check_choice, pick_device
 from labkit.data import make_compositional, mixture_centres, sample_mixture, upsampled_digits
 from labkit.methods.dual_contrastive import GAN_LOSSES, ReferenceDiscriminator, SelfAttention2d, r1_penalty
 from labkit.metrics import (composition_validity, feature_classifier, frechet_distance, image_features,
@@ -109,7 +109,7 @@ def real_floor_info(dataset: str, image_size: int, num_eval: int, classifier_ste
 
 
 def _to_uint8(images: torch.Tensor) -> np.ndarray:
-    return (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return (images.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
 def make_nets(channels: int, image_size: int, width: int, g_attention: bool, d_attention: str):
@@ -153,7 +153,7 @@ def _probe(penultimate, images: torch.Tensor, labels: torch.Tensor, refs: torch.
 
     with torch.no_grad():
         X = torch.cat([penultimate(images[i:i + 500], None if refs is None else refs[i:i + 500])
-                       for i in range(0, len(images), 500)]).double().numpy()
+                       for i in range(0, len(images), 500)]).cpu().double().numpy()
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0)).numpy()
     train, test = order[:PROBE_TRAIN], order[PROBE_TRAIN:]
     scaler = StandardScaler().fit(X[train])
@@ -165,8 +165,9 @@ def _probe(penultimate, images: torch.Tensor, labels: torch.Tensor, refs: torch.
 def train_gan(dataset: str, image_size: int, loss: str, g_attention: bool, d_attention: str, steps: int,
               seed: int, batch_size: int = 64, width: int = 32, lr: float = 2e-4, r1_gamma: float = 1.0,
               r1_every: int = 4, eval_every: int = 100, num_eval: int = 800, probe: bool = True,
-              classifier_steps: int = CLASSIFIER_STEPS) -> dict:
-    """One image GAN (see the module docstring). Returns plain data: final ``fd``, ``precision``,
+              classifier_steps: int = CLASSIFIER_STEPS, device: str = "cpu") -> dict:
+    """One image GAN (see the module docstring), trained on ``device`` ("cpu" or "cuda"; the
+    metric classifier and every metric stay on the CPU). Returns plain data: final ``fd``, ``precision``,
     ``recall``, ``validity`` (scenes, else None), ``probe`` and ``probe_init`` (the probe on D at
     initialisation; None without ``probe``),
     ``curve`` {step, fd}, ``logits`` {step, real (k, 256), fake (k, 256)}, ``samples`` uint8
@@ -179,24 +180,31 @@ def train_gan(dataset: str, image_size: int, loss: str, g_attention: bool, d_att
     classifier, _ = metric_classifier(dataset, image_size, classifier_steps)
     first, _ = _eval_split(len(images), num_eval)
     real_features = image_features(classifier, images[first])
-    images = images.contiguous(memory_format=torch.channels_last)
+    dev = pick_device(device)
+    images = images.contiguous(memory_format=torch.channels_last).to(dev)
     torch.manual_seed(seed)
     G, D, judge, penultimate = make_nets(channels, image_size, width, g_attention, d_attention)
+    G, D = G.to(dev), D.to(dev)  # in place: judge and penultimate hold the same modules
     G_avg = copy.deepcopy(G).requires_grad_(False)  # the averaged G that every measurement uses
-    bn_latents = torch.randn(NUM_BN_LATENTS, LATENT_DIM, generator=torch.Generator().manual_seed(seed + 10_000))
+    bn_latents = torch.randn(NUM_BN_LATENTS, LATENT_DIM,
+                             generator=torch.Generator().manual_seed(seed + 10_000)).to(dev)
     averaged_changed = [True]  # its BatchNorm statistics need recomputing before the next sample
     uses_refs = d_attention == "reference"
     opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.5, 0.999))
     rng = torch.Generator().manual_seed(seed)
-    z_eval = torch.randn(num_eval, LATENT_DIM, generator=rng)
-    z_logits = torch.randn(NUM_LOGITS, LATENT_DIM, generator=rng)
-    fixed_real, fixed_refs = (images[torch.randint(len(images), (NUM_LOGITS,), generator=rng)] for _ in range(2))
+    z_eval = torch.randn(num_eval, LATENT_DIM, generator=rng).to(dev)
+    z_logits = torch.randn(NUM_LOGITS, LATENT_DIM, generator=rng).to(dev)
+    fixed_real, fixed_refs = (images[torch.randint(len(images), (NUM_LOGITS,), generator=rng).to(dev)]
+                              for _ in range(2))
     logit_steps = sorted({int(round(s)) for s in np.linspace(0, steps, NUM_LOGIT_CHECKPOINTS)})
     curve, logits = {"step": [], "fd": []}, {"step": [], "real": [], "fake": []}
 
     def reals() -> torch.Tensor:
-        return images[torch.randint(len(images), (batch_size,), generator=rng)]
+        return images[torch.randint(len(images), (batch_size,), generator=rng).to(dev)]
+
+    def latents(n: int) -> torch.Tensor:
+        return torch.randn(n, LATENT_DIM, generator=rng).to(dev)  # drawn on the CPU: the same on any device
 
     def sample(z: torch.Tensor) -> torch.Tensor:
         """The averaged G in eval mode: samples that do not depend on the batch."""
@@ -204,28 +212,28 @@ def train_gan(dataset: str, image_size: int, loss: str, g_attention: bool, d_att
             _refresh_batchnorm(G_avg, bn_latents)
             averaged_changed[0] = False
         with torch.no_grad():
-            return torch.cat([G_avg(z[i:i + 500]) for i in range(0, len(z), 500)])
+            return torch.cat([G_avg(z[i:i + 500]) for i in range(0, len(z), 500)])  # on dev
 
     def evaluate(step: int) -> None:
         curve["step"].append(step)
-        curve["fd"].append(frechet_distance(real_features, image_features(classifier, sample(z_eval))))
+        curve["fd"].append(frechet_distance(real_features, image_features(classifier, sample(z_eval).cpu())))
 
     def record_logits(step: int) -> None:
         with torch.no_grad():
             logits["step"].append(step)
-            logits["real"].append(judge(fixed_real, fixed_refs).numpy())
-            logits["fake"].append(judge(sample(z_logits), fixed_refs).numpy())
+            logits["real"].append(judge(fixed_real, fixed_refs).cpu().numpy())
+            logits["fake"].append(judge(sample(z_logits), fixed_refs).cpu().numpy())
 
     def step_fn(_, step: int) -> dict:
         x, refs = reals(), (reals() if uses_refs else None)
         with torch.no_grad():
-            fake = G(torch.randn(batch_size, LATENT_DIM, generator=rng))
+            fake = G(latents(batch_size))
         do_r1 = r1_gamma > 0 and step % r1_every == 0
         if do_r1:
             x.requires_grad_(True)  # R1 on the primary reals only, never on the references
         real_logits, fake_logits = judge(x, refs), judge(fake, refs)
         d_loss = d_fn(real_logits, fake_logits)
-        r1 = r1_penalty(x, real_logits) if do_r1 else torch.zeros(())
+        r1 = r1_penalty(x, real_logits) if do_r1 else torch.zeros((), device=dev)
         opt_d.zero_grad(set_to_none=True)
         (d_loss + r1_gamma / 2 * r1).backward()
         opt_d.step()
@@ -233,7 +241,7 @@ def train_gan(dataset: str, image_size: int, loss: str, g_attention: bool, d_att
         D.requires_grad_(False)
         with torch.no_grad():
             g_real = judge(x.detach(), refs)
-        g_fake = judge(G(torch.randn(batch_size, LATENT_DIM, generator=rng)), refs)
+        g_fake = judge(G(latents(batch_size)), refs)
         g_loss = g_fn(g_real, g_fake)  # (real, fake), D's order: the G loss swaps roles itself
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
@@ -259,7 +267,7 @@ def train_gan(dataset: str, image_size: int, loss: str, g_attention: bool, d_att
     if 0 in logit_steps:
         record_logits(0)
     history = fit(G, [None], step_fn, (), steps, log_every=10, progress=False)
-    fakes = sample(z_eval)
+    fakes = sample(z_eval).cpu()
     fake_features = image_features(classifier, fakes)
     pr = knn_precision_recall(real_features, fake_features, k=3)
     validity = None
@@ -274,7 +282,7 @@ def train_gan(dataset: str, image_size: int, loss: str, g_attention: bool, d_att
                 samples=_to_uint8(fakes[:NUM_SHOWN]),
                 generator=dict(spec=dict(latent_dim=LATENT_DIM, channels=channels, image_size=image_size, width=width,
                                          attention=bool(g_attention)),
-                               state={k: v.detach().clone() for k, v in G_avg.state_dict().items()}),
+                               state={k: v.detach().cpu().clone() for k, v in G_avg.state_dict().items()}),
                 d_maps=_d_maps(D, d_attention, images, sample(z_eval[:1])), history=history.to_dict())
 
 
@@ -290,7 +298,7 @@ def _d_maps(D, d_attention: str, images: torch.Tensor, fake: torch.Tensor) -> di
         else:
             maps = D.attention.attention_map(D.trunk(primary))
     return dict(kind=d_attention, primary=_to_uint8(primary), reference=_to_uint8(images[1]),
-                maps=maps.numpy(), gamma=float(D.attention.gamma.detach()))
+                maps=maps.cpu().numpy(), gamma=float(D.attention.gamma.detach()))
 
 
 @_one_blas_thread

@@ -47,6 +47,9 @@ def test_budgets_and_bad_fields():
         ex.from_budget("quick", num_eval=900)
     with pytest.raises(ValueError, match="image_size=24"):
         ex.from_budget("quick", image_size=24)
+    with pytest.raises(ValueError, match="device='tpu'.*'cpu', 'cuda'"):
+        ex.from_budget("quick", device="tpu")
+    assert all(kwargs["device"] == "cpu" for _, kwargs in ex.gan_plan(quick))
 
 
 def test_rows_and_plan():
@@ -192,3 +195,15 @@ def test_batchnorm_statistics_are_recomputed_from_the_latents(one_thread):
     handle.remove()
     per_chunk = torch.stack([x.mean((0, 2, 3)) for x in captured])
     torch.testing.assert_close(norm.running_mean, per_chunk.mean(0), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_a_tiny_run_trains_on_cuda(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path))
+    kwargs = dict(TINY, loss="dcl", g_attention=True, d_attention="reference")
+    on_gpu, on_cpu = runs.train_gan(**kwargs, device="cuda"), runs.train_gan(**kwargs)
+    assert np.isfinite(on_gpu["fd"]) and 0 < on_gpu["probe"] <= 1
+    assert all(v.device.type == "cpu" for v in on_gpu["generator"]["state"].values())
+    np.testing.assert_allclose(on_gpu["d_maps"]["maps"].sum(-1), 1, atol=1e-4)
+    # the same latents and batches on both devices: the first logits (before any step) agree
+    np.testing.assert_allclose(on_gpu["logits"]["real"][0], on_cpu["logits"]["real"][0], rtol=1e-3, atol=1e-4)
