@@ -24,7 +24,7 @@ import torch
 from labkit.cache import artifact, cached_runs
 from labkit.config import check_choice
 from labkit.config import from_budget as _from_budget
-from labkit.data.photos import PHOTO_NAMES
+from labkit.data.photos import PHOTO_NAMES, load_photo, split_boundary
 from labkit.experiments import jpeg_runs as runs
 from labkit.methods import jpeg
 from labkit.report import Claim
@@ -86,8 +86,10 @@ def from_budget(budget: str = "quick", **overrides: Any) -> JPEGConfig:
     if not set(cfg.corrector_qualities) <= set(cfg.qualities):
         raise ValueError(f"corrector_qualities={cfg.corrector_qualities!r} is not valid; they must be among "
                          f"qualities={cfg.qualities!r}")
-    if 10 not in cfg.qualities or 10 not in cfg.detection_qualities or 10 not in cfg.corrector_qualities:
-        raise ValueError(f"qualities={cfg.qualities!r} is not valid; it must include 10 (the claims' low quality)")
+    for field in ("qualities", "corrector_qualities", "detection_qualities"):
+        value = getattr(cfg, field)
+        if 10 not in value:
+            raise ValueError(f"{field}={value!r} is not valid; it must include 10 (the claims' low quality)")
     check_choice("subsampling", cfg.subsampling, jpeg.SUBSAMPLINGS)
     return cfg
 
@@ -198,10 +200,14 @@ def _correct(corrector, X: torch.Tensor, quality: int) -> torch.Tensor:
                           for i in range(0, len(X), 500)])
 
 
+def _decibels(mse: float) -> float:
+    """PSNR (dB) of a mean squared error on [0, 1] images; inf for 0."""
+    return float("inf") if mse == 0 else 10 * float(np.log10(1.0 / mse))
+
+
 def mean_psnr(x: torch.Tensor, y: torch.Tensor) -> float:
     """PSNR (dB) of the mean squared error over a whole set: finite even when some images are exact."""
-    mse = float(((x - y) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * float(np.log10(1.0 / mse))
+    return _decibels(float(((x - y) ** 2).mean()))
 
 
 def evaluate_all(cfg: JPEGConfig, models: Models) -> dict[str, Any]:
@@ -218,18 +224,19 @@ def evaluate_all(cfg: JPEGConfig, models: Models) -> dict[str, Any]:
             if q in cfg.corrector_qualities or (q == CLEAN and name in main):
                 inputs[name] = _correct(corrector, X_q, 100 if q == CLEAN else q)
         for name, X_in in inputs.items():
-            model = models.finetuned.get(name, models.classifier)
-            rows.append(dict(setting=name, quality=q, accuracy=runs.accuracy(model, X_in, y_test),
+            predicted = runs.predict(models.finetuned.get(name, models.classifier), X_in)
+            rows.append(dict(setting=name, quality=q, accuracy=int((predicted == y_test).sum()) / len(y_test),
                              psnr=mean_psnr(X_in, X_test) if q != CLEAN or name in models.correctors else float("inf")))
             if q == 10:
-                per_class[name] = runs.per_class_accuracy(model, X_in, y_test, len(PHOTO_NAMES)).tolist()
+                per_class[name] = runs.per_class_accuracy(predicted, y_test, len(PHOTO_NAMES)).tolist()
+            if q == CLEAN and name == "baseline":
+                clean_per_class = runs.per_class_accuracy(predicted, y_test, len(PHOTO_NAMES)).tolist()
         if q != CLEAN:
             rate.append(dict(quality=q, patch_bpp=float(jpeg.bits_per_pixel(num_bytes, size, size).float().mean()),
                              psnr=mean_psnr(X_q, X_test), blockiness=float(jpeg.blockiness(X_q).mean()),
                              **_region_rate(q, cfg.subsampling)))
     if cfg.ablations:
         rows += _ablation_rows(cfg, models, X_test, y_test)
-    clean_per_class = runs.per_class_accuracy(models.classifier, X_test, y_test, len(PHOTO_NAMES)).tolist()
     return dict(sweep=rows, rate=rate, per_class_q10=per_class, per_class_clean=clean_per_class,
                 tables={q: [t.tolist() for t in jpeg.quantization_tables(q)] for q in cfg.qualities},
                 zeroed={q: jpeg.zeroed_fraction(X_test[:200], q, cfg.subsampling).tolist() for q in cfg.qualities},
@@ -239,8 +246,6 @@ def evaluate_all(cfg: JPEGConfig, models: Models) -> dict[str, Any]:
 def _region_rate(quality: int, subsampling: str) -> dict:
     """Bits per pixel and PSNR of the real codec on every photo's whole test region (headers are a
     large share of a 48 px patch's file, so the rate is measured on the regions)."""
-    from labkit.data.photos import load_photo, split_boundary
-
     bits = pixels = 0
     errors = []
     for name in PHOTO_NAMES:
@@ -248,7 +253,7 @@ def _region_rate(quality: int, subsampling: str) -> dict:
         decoded, num_bytes = jpeg.jpeg_roundtrip(region, quality, subsampling)
         bits, pixels = bits + 8 * int(num_bytes), pixels + region.shape[-1] * region.shape[-2]
         errors.append(((decoded - region) ** 2).mean())
-    return dict(bpp=bits / pixels, region_psnr=10 * float(np.log10(1.0 / float(torch.stack(errors).mean()))))
+    return dict(bpp=bits / pixels, region_psnr=_decibels(float(torch.stack(errors).mean())))
 
 
 def _ablation_rows(cfg: JPEGConfig, models: Models, X_test, y_test) -> list[dict]:

@@ -82,13 +82,22 @@ def _compress_random(x: torch.Tensor, generator: torch.Generator, qualities, sub
     return out, q
 
 
-def accuracy(model, X: torch.Tensor, y: torch.Tensor) -> float:
-    """Top-1 of ``model`` (put in eval mode) on ``X``."""
+def predict(model, X: torch.Tensor) -> torch.Tensor:
+    """Top-1 class ``(n,)`` of ``model`` (put in eval mode) on ``X``, in chunks of 500."""
     model.eval()
     with torch.no_grad():
-        correct = sum(int((model(normalise(X[i:i + 500])).argmax(1) == y[i:i + 500]).sum())
-                      for i in range(0, len(X), 500))
-    return correct / len(X)
+        return torch.cat([model(normalise(X[i:i + 500])).argmax(1) for i in range(0, len(X), 500)])
+
+
+def accuracy(model, X: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 of ``model`` (put in eval mode) on ``X``."""
+    return int((predict(model, X) == y).sum()) / len(X)
+
+
+def per_class_accuracy(predicted: torch.Tensor, y: torch.Tensor, num_classes: int) -> np.ndarray:
+    """Top-1 per class ``(num_classes,)`` from ``predict``'s output (NaN for a class absent from ``y``)."""
+    return np.array([float((predicted[y == c] == c).float().mean()) if (y == c).any() else float("nan")
+                     for c in range(num_classes)])
 
 
 def _load(path: str) -> dict:
@@ -99,7 +108,7 @@ def _load(path: str) -> dict:
 
 def train_classifier(data: dict, steps: int, lr: float, batch_size: int, seed: int) -> dict:
     """The task model, trained on clean (never compressed) patches with flips and gain jitter."""
-    X, y, X_test, y_test = patches(**data)
+    X, y, _, _ = patches(**data)
     model = make_classifier(seed)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
@@ -110,7 +119,7 @@ def train_classifier(data: dict, steps: int, lr: float, batch_size: int, seed: i
 
     history = fit(model, _batches(len(X), batch_size, generator), step_fn, [optimizer], steps,
                   schedulers=[schedule], log_every=10, desc="classifier", progress=False)
-    return dict(state=model.state_dict(), loss=history["loss"], clean_accuracy=accuracy(model, X_test, y_test))
+    return dict(state=model.state_dict(), loss=history["loss"])
 
 
 def finetune(data: dict, classifier_file: str, steps: int, lr: float, batch_size: int, seed: int,
@@ -199,11 +208,3 @@ def train_ttac(data: dict, classifier_file: str, corrector_file: str, steps: int
     history = fit(corrector, _batches(len(X), batch_size, generator), step_fn, [optimizer], steps, log_every=10,
                   desc="TTAC", progress=False)
     return dict(state=corrector.state_dict(), loss=history["loss"])
-
-
-def per_class_accuracy(model, X, y, num_classes: int) -> np.ndarray:
-    model.eval()
-    with torch.no_grad():
-        pred = torch.cat([model(normalise(X[i:i + 500])).argmax(1) for i in range(0, len(X), 500)])
-    return np.array([float((pred[y == c] == c).float().mean()) if (y == c).any() else float("nan")
-                     for c in range(num_classes)])

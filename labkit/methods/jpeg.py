@@ -392,5 +392,6 @@ def task_targeted_loss(task_model: nn.Module, corrector: nn.Module, clean: torch
 
 def pixel_loss(corrector: nn.Module, clean: torch.Tensor, compressed: torch.Tensor,
                tables: torch.Tensor | None = None) -> torch.Tensor:
-    """L_pix: mean L1 between corrector(compressed, tables) (unclamped, so gradients never stall) and clean."""
+    """L_pix: mean L1 between corrector(compressed, tables) and clean; adds no clamp of its own (unlike
+    ``task_targeted_loss``), so a corrector whose output is unbounded gets gradients everywhere."""
     return (corrector(compressed, tables) - clean).abs().mean()

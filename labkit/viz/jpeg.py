@@ -43,7 +43,6 @@ DIFF_MAX = 32  # grey levels at which the |difference| colour saturates: an 8× 
 DETECTION_METRICS = {"AP": ("AP", "#333333"), "AP_small": ("AP small", "#E15759"),
                      "AP_medium": ("AP medium", "#B07AA1"), "AP_large": ("AP large", "#4E79A7")}
 EXPLORER_CROP = 96  # px cut from a photo's test region and compressed whole
-CLASSIFIER_CROP = 48  # the classifier sees the centre of each crop: its training scale, block-aligned
 
 
 def _colour(setting: str, index: int = 0) -> str:
@@ -390,8 +389,9 @@ def explorer_crop(name: str, size: int = EXPLORER_CROP) -> torch.Tensor:
 def artifact_explorer(results: dict, photo: str = "astronaut", quality: int = 10) -> widgets.Explorer:
     """Live: a 96 px crop of a photo's test region, compressed with the real codec at any quality and
     run through the chapter's correctors (conditioned on the quantization tables); the classifier's
-    top-1 on the 48 px centre of each image (its training scale, on the 8×8 grid) is printed."""
+    top-1 on the centre of each image at its training patch size (48 px: on the 8×8 grid) is printed."""
     cfg = results["config"]
+    crop = int(cfg["patch_size"])  # the classifier's training scale
     correctors = {name: runs.make_corrector(cfg["seed"], True, tuple(cfg["corrector_size"])) for name in
                   results.get("corrector_states") or {}}  # both main correctors are table-conditioned
     for name, model in correctors.items():
@@ -401,7 +401,7 @@ def artifact_explorer(results: dict, photo: str = "astronaut", quality: int = 10
     classifier.load_state_dict(results["classifier_state"])
     classifier.eval()
     names = list(results.get("class_names") or PHOTO_NAMES)
-    start = (EXPLORER_CROP - CLASSIFIER_CROP) // 2
+    start = (EXPLORER_CROP - crop) // 2
 
     @functools.lru_cache(maxsize=32)
     def images(photo: str, quality: int) -> dict:
@@ -411,7 +411,7 @@ def artifact_explorer(results: dict, photo: str = "astronaut", quality: int = 10
         with torch.no_grad():
             out.update({name: model(compressed[None], jpeg.table_features([quality]))[0].clamp(0, 1)
                         for name, model in correctors.items()})
-            batch = torch.stack(list(out.values()))[..., start:start + CLASSIFIER_CROP, start:start + CLASSIFIER_CROP]
+            batch = torch.stack(list(out.values()))[..., start:start + crop, start:start + crop]
             probs = classifier(runs.normalise(batch)).softmax(1)
         return dict(images={k: (v * 255).round().to(torch.uint8).numpy() for k, v in out.items()}, bytes=int(num_bytes),
                     top={k: (names[int(p.argmax())], float(p.max())) for k, p in zip(out, probs)})
@@ -436,7 +436,7 @@ def artifact_explorer(results: dict, photo: str = "astronaut", quality: int = 10
         fig = style(fig, height=460, margin=dict(t=110, r=130), title=f"{photo} at q = {quality}: {got['bytes']} bytes "
                     f"({bpp:.2f} bpp incl. headers), {cfg['subsampling']}")
         tops = " · ".join(f"{k} → {label} ({p:.0%})" for k, (label, p) in got["top"].items())
-        return [fig, widgets.Message(f"True class: {photo}. Top-1 on the {CLASSIFIER_CROP} px centre of each "
+        return [fig, widgets.Message(f"True class: {photo}. Top-1 on the {crop} px centre of each "
                                      f"image: {tops}")]
 
     controls = {"photo": widgets.dropdown("photo", PHOTO_NAMES, photo),

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from smoke import smoke_run
@@ -23,6 +24,8 @@ def test_budgets_and_bad_fields():
         ex.from_budget("quick", qualities=(0, 10))
     with pytest.raises(ValueError, match="must include 10"):
         ex.from_budget("quick", qualities=(30, 50), corrector_qualities=(30,))
+    with pytest.raises(ValueError, match=r"detection_qualities=\(30, 50\) is not valid; it must include 10"):
+        ex.from_budget("quick", detection_qualities=(30, 50))
     with pytest.raises(ValueError, match="corrector_qualities=.*must be among"):
         ex.from_budget("quick", corrector_qualities=(10, 20))
     with pytest.raises(ValueError, match="subsampling"):
@@ -72,6 +75,30 @@ def test_claims(smoke_results):
     assert names[0] == "C1" and claims[0].held and claims[0].asserted("quick")
     assert {"E1b", "E2a", "E3a", "E4a", "E4b", "E5"} <= set(names) and "E6" not in names
     assert all(not c.asserted_at for c in claims if c.name.startswith("E"))
+
+
+def test_e_claims_fail_when_the_mitigations_do():
+    """Fine-tuning recovers nothing, the corrector lowers PSNR, TTAC is worse than both: E2a–E5 fail."""
+    accuracy = {("baseline", 0): 0.9, ("baseline", 10): 0.6, ("fine-tuned", 0): 0.95, ("fine-tuned", 10): 0.6,
+                ("off-the-shelf", 10): 0.7, ("TTAC", 10): 0.55}
+    psnr = {"off-the-shelf": 26.0, "TTAC": 28.0}
+    fake = {"sweep": [dict(setting=s, quality=q, accuracy=a, psnr=psnr.get(s, 30.0)) for (s, q), a in accuracy.items()],
+            "rate": [dict(quality=10, bpp=0.4, psnr=27.0)]}
+    held = {c.name.split(".")[0]: c.held for c in ex.claims(fake)}
+    assert held["E1b"] and not any(held[k] for k in ("E2a", "E2b", "E3a", "E4a", "E4b", "E5"))
+    assert held["E3b"]  # reported with either sign, never checked (see the spec's E3)
+
+
+def test_predictions_give_accuracy_and_per_class_accuracy():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3, 3, bias=False))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.eye(3) * 4)  # the class is the brightest channel (inputs are normalised)
+    X = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 1, 0], [0, 0, 1]])[:, :, None, None]
+    y = torch.tensor([0, 1, 2, 2])
+    assert runs.predict(model, X).tolist() == [0, 1, 1, 2]
+    assert runs.accuracy(model, X, y) == 0.75
+    per_class = runs.per_class_accuracy(runs.predict(model, X), y, 4)
+    assert per_class[:3].tolist() == [1.0, 1.0, 0.5] and np.isnan(per_class[3])
 
 
 def test_e6_compares_relative_drops():
