@@ -2,7 +2,8 @@
 
 Chapters train many tiny models (seeds × learning rates × variants). Such models cannot use more
 than one core each, so ``map_runs`` spreads the runs over worker processes (started with *spawn*,
-so no OpenMP state is inherited, each limited to one thread). Every run seeds itself from its own
+so no OpenMP state is inherited, each limited to one thread: torch's and NumPy/SciPy's BLAS, whose
+own threads made a busy 2-core machine 50–70× slower on small matrices). Every run seeds itself from its own
 arguments, so results do not depend on which worker ran it or in which order.
 """
 from __future__ import annotations
@@ -31,8 +32,10 @@ def _init_worker() -> None:
     import signal
 
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
+    threadpool_limits(1, user_api="blas")  # for the life of the worker
     # An interrupt (Lab's stop button, a kernel shutdown) is for the parent, which cancels the
     # pending runs; workers would otherwise each print a KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -88,13 +91,15 @@ def _tick(bar, result: Any) -> Any:
 
 
 def _single_threaded(runs: Sequence[Mapping[str, Any]]):
-    """Yield the runs with torch limited to one thread, as in the workers, so numbers match."""
+    """Yield the runs with torch and BLAS limited to one thread, as in the workers, so numbers match."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield from runs
+        with threadpool_limits(1, user_api="blas"):
+            yield from runs
     finally:
         torch.set_num_threads(threads)
 

@@ -97,7 +97,8 @@ __all__ += [
 from labkit.data.photos import PHOTO_FILES, PHOTO_NAMES, class_names, load_photo, photo_patches, split_boundary
 
 __all__ += ["PHOTO_FILES", "PHOTO_NAMES", "class_names", "load_photo", "photo_patches", "split_boundary"]
-from labkit.data.compositional import COLOURS, CompositionalScenes, make_compositional
+from labkit.data.compositional import COLOURS as COMPOSITIONAL_COLOURS
 from labkit.data.compositional import SHAPES as COMPOSITIONAL_SHAPES
+from labkit.data.compositional import CompositionalScenes, make_compositional
 
-__all__ += ["COLOURS", "COMPOSITIONAL_SHAPES", "CompositionalScenes", "make_compositional"]
+__all__ += ["COMPOSITIONAL_COLOURS", "COMPOSITIONAL_SHAPES", "CompositionalScenes", "make_compositional"]

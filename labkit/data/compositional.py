@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 
 import numpy as np
 import torch
 
 from labkit.config import check_choice, check_positive_int
+from labkit.data.glyphs import check_seed
 
 __all__ = ["SHAPES", "COLOURS", "BACKGROUNDS", "CompositionalScenes", "make_compositional", "max_objects_for"]
 
@@ -77,9 +79,9 @@ class CompositionalScenes:
         return len(self.images)
 
 
-def _check_int(name: str, value: object, low: int) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name}={value!r} is not valid; it must be an int >= {low}")
+def _check_image_size(value: object) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < MIN_IMAGE_SIZE:
+        raise ValueError(f"image_size={value!r} is not valid; it must be an int >= {MIN_IMAGE_SIZE}")
     return int(value)
 
 
@@ -88,7 +90,7 @@ def max_objects_for(image_size: int) -> int:
 
     Sizes scale with the image but ``GAP`` does not, so small images hold fewer objects.
     """
-    return min(MAX_OBJECTS, _check_int("image_size", image_size, MIN_IMAGE_SIZE) // 4)
+    return min(MAX_OBJECTS, _check_image_size(image_size) // 4)
 
 
 def _uniforms(seed: int, index: int, attempt: int, size: int) -> np.ndarray:
@@ -226,10 +228,10 @@ def make_compositional(num_images: int, image_size: int = 32, seed: int = 0, min
     picks one of the two greys).
     """
     num_images = check_positive_int("num_images", num_images)
-    image_size = _check_int("image_size", image_size, MIN_IMAGE_SIZE)
-    seed = _check_int("seed", seed, 0)
-    min_objects = _check_int("min_objects", min_objects, 1)
-    max_objects = _check_int("max_objects", max_objects, 1)
+    image_size = _check_image_size(image_size)
+    seed = check_seed(seed)
+    min_objects = check_positive_int("min_objects", min_objects)
+    max_objects = check_positive_int("max_objects", max_objects)
     if max_objects < min_objects:
         raise ValueError(f"max_objects={max_objects} is not valid; it must be >= min_objects={min_objects}")
     capacity = max_objects_for(image_size)

@@ -182,12 +182,6 @@ def ablation_table(results: dict) -> list[dict]:
     return table + [floor]
 
 
-def fd_curves(results: dict) -> list[dict]:
-    """Long format: one row per (row, seed, evaluation step) with the classifier-FD."""
-    return [dict(row=row, seed=r["seed"], step=step, fd=fd) for row, entries in results["runs"].items()
-            for r in entries for step, fd in zip(r["curve"]["step"], r["curve"]["fd"])]
-
-
 def logit_histograms(run_result: dict, bins: int = 40) -> list[dict]:
     """Per logit checkpoint of one GAN run: shared bin ``edges`` (bins + 1,) spanning that step's real
     and fake logits, and the ``real`` and ``fake`` counts (bins,). DCL's logits drift as a whole (the

@@ -33,10 +33,10 @@ import functools
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 
 from labkit.config import check_choice, pick_device
-from labkit.data import make_compositional, mixture_centres, sample_mixture, upsampled_digits
+from labkit.data import (COMPOSITIONAL_COLOURS, COMPOSITIONAL_SHAPES, make_compositional, mixture_centres,
+                          sample_mixture, upsampled_digits)
 from labkit.methods.dual_contrastive import GAN_LOSSES, ReferenceDiscriminator, SelfAttention2d, r1_penalty
 from labkit.metrics import (composition_validity, feature_classifier, frechet_distance, image_features,
                             knn_precision_recall, mode_quality)
@@ -45,9 +45,9 @@ from labkit.train import fit
 
 DATASETS = {"digits": (1, 16), "scenes": (3, 32)}  # channels, default image size
 D_ATTENTIONS = ("none", "self", "reference")
+SHAPE_HEADS, COLOUR_HEADS = COMPOSITIONAL_SHAPES, tuple(COMPOSITIONAL_COLOURS)  # how many of each, per scene
 HEADS = {"digits": {"digit": 10},
-         "scenes": {"count": 5, "circle": 5, "square": 5, "triangle": 5, "red": 5, "green": 5, "blue": 5}}
-SHAPE_HEADS = ("circle", "square", "triangle")
+         "scenes": {"count": 5, **{name: 5 for name in (*SHAPE_HEADS, *COLOUR_HEADS)}}}
 NUM_SCENES = 4000
 CLASSIFIER_STEPS = 400
 LATENT_DIM = 64
@@ -60,18 +60,11 @@ NUM_BN_LATENTS = 2000  # latents that re-estimate the averaged G's BatchNorm sta
 PROBE_TARGETS = {"digits": "digit", "scenes": "count"}  # what the linear probe on D's features predicts
 
 
-def _one_blas_thread(fn):
-    """Run ``fn`` with NumPy/SciPy's BLAS on one thread: on a busy 2-core machine OpenBLAS's own
-    threads made a 64-d Fréchet distance 70× and the probe's logistic regression 50× slower."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with threadpool_limits(1, user_api="blas"):
-            return fn(*args, **kwargs)
-    return wrapper
-
-
+@functools.lru_cache(maxsize=2)
 def real_data(dataset: str, image_size: int) -> tuple[torch.Tensor, dict]:
-    """The real images ``(n, C, S, S)`` in [0, 1] and the classifier's targets ``{head: (n,)}``."""
+    """The real images ``(n, C, S, S)`` in [0, 1] and the classifier's targets ``{head: (n,)}``.
+
+    Generated once per process (a worker trains several GANs; ~1 s for 4,000 scenes); read only."""
     check_choice("dataset", dataset, DATASETS)
     if dataset == "digits":
         images, y = upsampled_digits(image_size)
@@ -79,7 +72,7 @@ def real_data(dataset: str, image_size: int) -> tuple[torch.Tensor, dict]:
     scenes = make_compositional(NUM_SCENES, image_size, seed=0)
     targets = {"count": scenes.counts}
     targets.update({name: scenes.shapes[:, i] for i, name in enumerate(SHAPE_HEADS)})
-    targets.update({name: scenes.colours[:, i] for i, name in enumerate(("red", "green", "blue"))})
+    targets.update({name: scenes.colours[:, i] for i, name in enumerate(COLOUR_HEADS)})
     return scenes.images, targets
 
 
@@ -96,7 +89,6 @@ def _eval_split(num_images: int, num_eval: int) -> tuple[torch.Tensor, torch.Ten
     return order[:num_eval], order[num_eval:2 * num_eval]
 
 
-@_one_blas_thread
 def real_floor_info(dataset: str, image_size: int, num_eval: int, classifier_steps: int = CLASSIFIER_STEPS) -> dict:
     """The real-vs-real floor at ``num_eval`` vs ``num_eval`` and the classifier's accuracy.
 
@@ -161,7 +153,6 @@ def _probe(penultimate, images: torch.Tensor, labels: torch.Tensor, refs: torch.
     return float(clf.score(scaler.transform(X[test]), labels.numpy()[test]))
 
 
-@_one_blas_thread
 def train_gan(dataset: str, image_size: int, loss: str, g_attention: bool, d_attention: str, steps: int,
               seed: int, batch_size: int = 64, width: int = 32, lr: float = 2e-4, r1_gamma: float = 1.0,
               r1_every: int = 4, eval_every: int = 100, num_eval: int = 800, probe: bool = True,
@@ -301,7 +292,6 @@ def _d_maps(D, d_attention: str, images: torch.Tensor, fake: torch.Tensor) -> di
                 maps=maps.cpu().numpy(), gamma=float(D.attention.gamma.detach()))
 
 
-@_one_blas_thread
 def train_ring(loss: str, seed: int, steps: int, batch_size: int = 256, lr: float = 1e-3, latent_dim: int = 16,
                num_checkpoints: int = 5, num_samples: int = 2500, std: float = 0.02, bins: int = 40,
                extent: float = 3.0) -> dict:

@@ -47,9 +47,10 @@ $2\,\mathrm{softplus}(D(G(z)) - D(x))$ and the G loss $2\,\mathrm{softplus}(D(x)
 **Deviations and readings.** Queries come from the primary image and keys *and* values from the
 reference: our reading of the spec, *unverified* against the paper's Fig. 4 (the swapped variant, an
 optional extra of the spec, is not run). No $1/\sqrt{d}$ scaling inside the softmax, as in SAGAN.
-``temperature`` (default 1, the paper's form) divides the logits, for the optional sensitivity
-row. ``r1_penalty`` returns the unweighted mean $\|\nabla_x D(x)\|^2$; its weight (StyleGAN2 uses
-$\gamma/2$) belongs to the experiment. At our scale the nets are small CNNs on 16²–32² images.
+``temperature`` (default 1, the paper's form) divides the logits, for the spec's optional
+temperature sweep (not run in this chapter). ``r1_penalty`` returns the unweighted mean
+$\|\nabla_x D(x)\|^2$; its weight (StyleGAN2 uses $\gamma/2$) belongs to the experiment. At our
+scale the nets are small CNNs on 16²–32² images.
 """
 from __future__ import annotations
 

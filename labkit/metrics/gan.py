@@ -20,6 +20,8 @@ import warnings
 import numpy as np
 import torch
 
+from labkit.config import check_positive_int
+
 
 def _check_points(name: str, points) -> torch.Tensor:
     points = torch.as_tensor(points).detach().cpu()
@@ -162,10 +164,8 @@ def knn_precision_recall(real_features: torch.Tensor, fake_features: torch.Tenso
     A fake with a non-finite feature lies in no manifold and spans none; real features must be
     finite. Each set needs more than ``k`` rows. Returns ``{"precision": float, "recall": float}``.
     """
-    if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k={k!r} is not valid; it must be an int >= 1")
-    if not isinstance(chunk_size, numbers.Integral) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"chunk_size={chunk_size!r} is not valid; it must be an int >= 1")
+    k = check_positive_int("k", k)
+    chunk_size = check_positive_int("chunk_size", chunk_size)
     real, fake = _check_feature_pair(real_features, fake_features, "real_features", "fake_features",
                                      min_rows=k + 1)
     if not torch.isfinite(real).all():

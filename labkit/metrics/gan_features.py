@@ -7,8 +7,8 @@ Linear layer to a 64-d embedding, then one linear head per label (``{"digit": 10
 The feature is the embedding *before* its ReLU: post-ReLU features are rank-deficient.
 
 - ``feature_classifier`` trains it once per machine (``labkit.cache.cached``) and rebuilds it;
-  ``train_feature_classifier`` is the uncached trainer (Adam, cross-entropy summed over heads,
-  accuracy per head on a held-out 20 %).
+  ``train_feature_classifier`` is the uncached trainer (``train.fit``, Adam, cross-entropy summed
+  over heads, accuracy per head on a held-out 20 %).
 - ``classifier_fd`` is the Fréchet distance in that feature space (``gan.frechet_distance``);
   ``real_floor`` is the same distance between two random halves of the real set, the floor any
   generator is compared against. FD is biased upwards at small sample sizes, so compare a
@@ -35,12 +35,13 @@ from torch import nn
 from labkit import cache
 from labkit.config import check_positive_float, check_positive_int
 from labkit.metrics.gan import frechet_distance, knn_precision_recall
+from labkit.models.toy_gan import IMAGE_CHANNELS as CHANNELS
+from labkit.models.toy_gan import IMAGE_SIZES
+from labkit.train import fit
 
 __all__ = ["FeatureClassifier", "train_feature_classifier", "feature_classifier", "image_features",
            "classifier_fd", "real_floor", "classifier_precision_recall", "composition_validity"]
 
-CHANNELS = (1, 3)
-IMAGE_SIZES = (16, 32)
 EMBEDDING_DIM = 64
 HOLDOUT_FRACTION = 0.2
 _RANGE_TOLERANCE = 1e-3
@@ -217,14 +218,13 @@ def train_feature_classifier(images: torch.Tensor, targets: Mapping[str, torch.T
         model = FeatureClassifier(heads, images.shape[1], images.shape[2], widths).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     on_device = {name: labels.to(device) for name, labels in targets.items()}
-    model.train()
-    for _ in range(steps):
+
+    def step_fn(_, step: int) -> dict:
         batch = train[torch.randint(len(train), (min(batch_size, len(train)),), generator=generator)].to(device)
         logits = model(images[batch])
-        loss = sum(F.cross_entropy(logits[name], on_device[name][batch]) for name in heads)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        return {"loss": sum(F.cross_entropy(logits[name], on_device[name][batch]) for name in heads)}
+
+    fit(model, [None], step_fn, [optimizer], steps, log_every=steps, progress=False)
     model.eval()
     accuracy = _head_accuracy(model, images[held_out.to(device)], {n: t[held_out] for n, t in targets.items()})
     return model, accuracy

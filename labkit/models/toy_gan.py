@@ -172,7 +172,6 @@ class ImageDiscriminator(nn.Module):
             width, resolution = 2 * width, resolution // 2
         self.trunk = nn.Sequential(*layers)
         self.trunk_channels = width
-        self.trunk_resolution = TRUNK_RESOLUTION
         self.head = DiscriminatorHead(width)
         dcgan_init(self)
         self.attention = _make_attention(attention, self.trunk_channels)

@@ -23,6 +23,7 @@ from labkit.data import mixture_centres
 from labkit.experiments import dual_contrastive as experiment
 from labkit.methods.dual_contrastive import SelfAttention2d
 from labkit.models import ImageGenerator
+from labkit.models.toy_gan import TRUNK_RESOLUTION  # D's attention acts on its trunk's 8×8 output
 from labkit.viz import plots, widgets
 from labkit.viz.plots import PALETTE, compact, style, subplot_refs
 
@@ -37,7 +38,6 @@ QUERY_FRACTIONS = (0.25, 0.5, 0.75)  # the 3×3 query grid, as fractions of the 
 GRID_COLUMNS = 6
 LOG_BOTTOM = 0.8  # the log count axis starts just below 1, so single counts show
 MARKER = dict(symbol="square-open", size=13, color="#00E5FF", line=dict(width=3))  # visible on dark and light
-D_GRID = 8  # D's attention acts on its 8×8 trunk output (labkit.models.toy_gan.TRUNK_RESOLUTION)
 
 
 def _colour(row: str, index: int = 0) -> str:
@@ -364,7 +364,7 @@ def plot_d_attention(results: dict) -> go.Figure:
             groups[label] = (np.asarray(d_maps["primary"][k]), np.asarray(keys), np.asarray(d_maps["maps"][k]))
             titles[label] = f"{title}: {row} ({d_maps['kind']}), seed {run['seed']} (gate γ = {d_maps['gamma']:.3g})"
             key_titles[label] = "keys: the primary itself" if own else "keys: a real reference image"
-    return _attention_figure(groups, D_GRID, titles, key_titles, mark_keys=False)
+    return _attention_figure(groups, TRUNK_RESOLUTION, titles, key_titles, mark_keys=False)
 
 
 # ---- 7. the ring --------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from smoke import smoke_run
+from threadpoolctl import threadpool_limits
 
 from labkit.experiments import dual_contrastive as ex
 from labkit.experiments import dual_contrastive_runs as runs
@@ -23,10 +24,11 @@ def smoke_results(tmp_path_factory):
 
 @pytest.fixture
 def one_thread():
-    """Direct runs single-threaded, as in the worker pool (torch's threads crawl on a busy machine)."""
+    """Direct runs single-threaded (torch and BLAS), as in the worker pool: threads crawl on a busy machine."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(1, user_api="blas"):
+        yield
     torch.set_num_threads(threads)
 
 
@@ -92,7 +94,6 @@ def test_tables_and_claims(smoke_results):
     table = ex.ablation_table(smoke_results)
     assert [r["row"] for r in table] == ["ns", "dcl", "real vs real (floor)"]
     assert table[-1]["fd_mean"] == smoke_results["floor"] and math.isnan(table[0]["fd_std"])  # one seed
-    assert len(ex.fd_curves(smoke_results)) == 2 * 2
     assert [r["loss"] for r in ex.ring_table(smoke_results)] == ["ns", "dcl"]
     histograms = ex.logit_histograms(smoke_results["runs"]["dcl"][0], bins=10)
     assert [h["step"] for h in histograms] == [0, 7, 13, 20]

@@ -3,20 +3,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labkit.data.digits import all_digits
+from labkit.data import upsampled_digits
 from labkit.metrics import gan_features
 from labkit.metrics.gan_features import (FeatureClassifier, classifier_fd, classifier_precision_recall,
                                          composition_validity, feature_classifier, image_features,
                                          real_floor, train_feature_classifier)
 
 SMALL = (16, 32, 64)  # narrower than the default, so the test trains in a few seconds
-
-
-def digits_16():
-    """sklearn digits upsampled to 16x16: ``(1797, 1, 16, 16)`` in [0, 1] and labels ``(1797,)``."""
-    X, y = all_digits()
-    images = F.interpolate(X.reshape(-1, 1, 8, 8), size=16, mode="bilinear", align_corners=False)
-    return images.clamp(0, 1), y
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -30,7 +23,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def digits_model():
-    images, labels = digits_16()
+    images, labels = upsampled_digits(16)
     model, accuracy = train_feature_classifier(images, {"digit": labels}, steps=150, seed=0,
                                                batch_size=64, widths=SMALL)
     return model, accuracy, images
@@ -82,7 +75,7 @@ def test_classifier_fd_separates_digits_from_noise(digits_model):
 
 
 def test_training_is_seeded_and_leaves_the_global_rng_alone():
-    images, labels = digits_16()
+    images, labels = upsampled_digits(16)
     images, labels = images[:120], labels[:120]
     state = torch.get_rng_state()
     first, acc = train_feature_classifier(images, {"digit": labels}, steps=3, seed=4, widths=(4, 8, 8))
@@ -115,7 +108,7 @@ def test_cached_classifier_trains_once(tmp_path, monkeypatch):
         return train(*args, **kwargs)
 
     monkeypatch.setattr(gan_features, "train_feature_classifier", counting)
-    images, labels = digits_16()
+    images, labels = upsampled_digits(16)
     images, labels = images[:200], labels[:200]
     first, accuracy = feature_classifier("digits-test", images, {"digit": labels}, steps=3, widths=(4, 8, 8))
     second, again = feature_classifier("digits-test", images, {"digit": labels}, steps=3, widths=(4, 8, 8))
