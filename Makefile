@@ -1,7 +1,7 @@
 # Everything a fresh machine needs: `make book`, `make test`, `make lab`.
 VENV    ?= .venv
 PYTHON  ?= python3
-BUDGET  ?= quick
+BUDGET  ?=
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.labkit-installed
 
@@ -23,17 +23,18 @@ node_modules/.package-lock.json: package.json package-lock.json
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
 book: setup
-	$(VENV)/bin/labkit book --budget $(BUDGET)
+	$(VENV)/bin/labkit book $(if $(BUDGET),--budget $(BUDGET),)
 
 test: setup
 	$(PY) -m pytest
 
+# Jupyter refuses to run as root (most containers) unless told to.
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 # make run CHAPTER=03-svmax BUDGET=full
 run: setup
-	$(VENV)/bin/labkit run $(CHAPTER) --budget $(BUDGET)
+	$(VENV)/bin/labkit run $(CHAPTER) --budget $(or $(BUDGET),quick)
 
 clean:
 	rm -rf build book/_build book/chapters book/_vendor book/_toc.yml book/scoreboard.md

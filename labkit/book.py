@@ -1,12 +1,13 @@
 """Assemble and build the Jupyter Book from executed chapters, offline.
 
-``build_book`` takes the executed notebooks (``labkit run`` writes them, with a
-``<slug>.claims.json`` beside each), and in the book folder:
+``build_book`` takes one executed notebook per chapter (``labkit.reproductions.book_pages`` picks
+the committed full-budget reproduction where it is fresh, else the quick run with a banner saying
+why), with its claims JSON, and in the book folder:
 
-1. copies each into ``chapters/<slug>.ipynb`` and writes ``_toc.yml`` (intro, the chapters in
-   number order, the scoreboard);
-2. writes ``scoreboard.md``: every chapter's claims at this build's budget beside the latest
-   committed full-budget record (``results/full/<slug>.json``) and its age;
+1. copies each into ``chapters/<slug>.ipynb`` (with the banner naming the run below its title) and
+   writes ``_toc.yml`` (intro, the chapters in number order, how claims are judged, the scoreboard);
+2. writes ``scoreboard.md`` (``labkit.scoreboard``): every chapter's claims as the page shows them,
+   with intervals and verdicts;
 3. vendors the page scripts into ``_vendor/labkit/`` (``plotly.min.js`` from the plotly wheel;
    requirejs, the ipywidgets HTML manager and MathJax from ``node_modules``, installed by ``npm ci``
    from the committed lock file), so the book renders with no network;
@@ -29,7 +30,6 @@ import functools
 import http.server
 import importlib.resources
 import json
-import math
 import os
 import re
 import shutil
@@ -39,6 +39,9 @@ import threading
 import urllib.parse
 from pathlib import Path
 from typing import Iterator, Mapping
+
+from .reproductions import Page
+from .scoreboard import scoreboard_markdown
 
 GENERATED = ("chapters", "scoreboard.md", "_toc.yml", "_vendor", "_build")
 VENDOR = Path("_vendor") / "labkit"  # served as _static/labkit/ (html_static_path: [_vendor])
@@ -101,21 +104,34 @@ def toc_yaml(slugs: list[str]) -> str:
     if slugs:
         lines += ["  - caption: Chapters", "    chapters:"]
         lines += [f"      - file: chapters/{slug}" for slug in sorted(slugs, key=_chapter_key)]
-    lines += ["  - caption: Results", "    chapters:", "      - file: scoreboard"]
+    lines += ["  - caption: Results", "    chapters:", "      - file: claims", "      - file: scoreboard"]
     return "\n".join(lines) + "\n"
 
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 
-def book_notebook(path: Path, slug: str) -> str:
+def banner_cell(text: str, budget: str) -> dict:
+    """A MyST admonition saying which run the page shows (tip: the reproduction; warning: quick)."""
+    kind, title = ("tip", "Full-budget reproduction") if budget == "full" else ("warning", "Quick run")
+    source = f":::{{admonition}} {title}\n:class: {kind} labkit-run-{budget}\n{text}\n:::\n"
+    return {"cell_type": "markdown", "metadata": {"labkit": "run-banner"}, "source": source}
+
+
+def book_notebook(path: Path, slug: str, banner: str | None = None, budget: str = "quick") -> str:
     """The executed notebook as the book gets it: outputs from ``labkit.viz.show`` keep their HTML
-    and lose the plotly JSON, which only JupyterLab renders (myst-nb warns on it: -W fails).
+    and lose the plotly JSON, which only JupyterLab renders (myst-nb warns on it: -W fails);
+    ``banner`` (Markdown) goes right below the title as an admonition naming the run shown.
 
     A plotly figure shown any other way (``fig.show()``, a bare ``fig``) carries only the JSON and
     would vanish from the page: that is an error naming the cell.
     """
     nb = json.loads(Path(path).read_text())
+    if banner:
+        cells = nb.setdefault("cells", [])
+        title = next((i for i, c in enumerate(cells) if c.get("cell_type") == "markdown"
+                      and "".join(c.get("source", "")).lstrip().startswith("# ")), -1)
+        cells.insert(title + 1, banner_cell(banner, budget))
     bare = []
     for index, cell in enumerate(nb.get("cells", [])):
         for output in cell.get("outputs", []):
@@ -130,120 +146,6 @@ def book_notebook(path: Path, slug: str) -> str:
             f"{slug}: cell(s) {sorted(set(bare))} display a plotly figure without HTML, which the "
             "book cannot render; show figures with labkit.viz.show(fig), not fig.show() or a bare fig")
     return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
-
-
-# --------------------------------------------------------------------------- scoreboard
-
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|$~&])")  # what is special inside a table cell
-
-
-def _md(text: object) -> str:
-    """Plain text for a pipe-table cell: escape Markdown/MyST syntax and keep it on one line."""
-    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
-
-
-def _value(measured: object) -> str:
-    """Like ``report.Claim.measured_text``: floats to 3 decimals (3 significant digits when tiny or
-    huge), anything else as text."""
-    if measured is None:
-        return "—"
-    if isinstance(measured, bool) or not isinstance(measured, (int, float)):
-        return str(measured)
-    if isinstance(measured, int):
-        return str(measured)
-    if math.isnan(measured):
-        return "nan"
-    return f"{measured:.3g}" if measured and not 1e-3 <= abs(measured) < 1e6 else f"{measured:.3f}"
-
-
-def _outcome(claim: dict | None) -> str:
-    if claim is None:
-        return "—"
-    if claim.get("measured") is None:
-        return "not measured at this budget"
-    verdict = "✓ held" if claim.get("held") else "✗ not reproduced"
-    return f"{_md(_value(claim.get('measured')))} · {verdict}"
-
-
-def _when(record: dict) -> _dt.datetime | None:
-    stamp = record.get("date") or record.get("provenance", {}).get("finished")
-    try:
-        when = _dt.datetime.fromisoformat(str(stamp))
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=_dt.timezone.utc)
-
-
-def _age(record: dict, now: _dt.datetime) -> str:
-    when = _when(record)
-    if when is None:
-        return "date unknown"
-    days = max((now - when).days, 0)
-    return f"{when.date().isoformat()}, {days} day{'s' if days != 1 else ''} old"
-
-
-def _held(record: dict | None) -> str:
-    if not record:
-        return "—"
-    claims = [c for c in record.get("claims", []) if c.get("measured") is not None]
-    return f"{sum(bool(c.get('held')) for c in claims)} of {len(claims)} measured held"
-
-
-def scoreboard_markdown(current: Mapping[str, dict | None], full: Mapping[str, dict], budget: str,
-                        *, now: _dt.datetime | None = None) -> str:
-    """The scoreboard page. ``current``: slug → this build's claims record (None: no claims file);
-    ``full``: slug → the committed full-budget record."""
-    now = now or _dt.datetime.now(_dt.timezone.utc)
-    slugs = sorted(set(current) | set(full), key=_chapter_key)
-    out = ["# Scoreboard", "",
-           f"Every chapter's claims: the paper's value, ours at this build's budget (**{budget}**) "
-           "and ours in the latest committed full-budget run (`results/full/`). A claim is only "
-           "*asserted* (its notebook fails if it does not hold) at the budgets listed in its last "
-           "column; at other budgets it is measured and shown.", ""]
-    out += [f"| Chapter | This build ({_md(budget)}) | Full run | Full run recorded |",
-            "|---|---|---|---|"]
-    for slug in slugs:
-        rec, frec = current.get(slug), full.get(slug)
-        this = _held(rec) if slug in current else "not in this build"
-        if slug in current and rec is None:
-            this = "no claims recorded"
-        out.append(f"| [{_md(slug)}](#scoreboard-{slug}) | {this} | {_held(frec)} | "
-                   f"{_md(_age(frec, now)) if frec else 'no full run recorded'} |")
-    for slug in slugs:
-        rec, frec = current.get(slug), full.get(slug)
-        title = (rec or frec or {}).get("title") or slug
-        heading = _md(slug) if title == slug else f"{_md(slug)} · {_md(title)}"
-        out += ["", f"(scoreboard-{slug})=", f"## {heading}", ""]
-        link = f"[the chapter](chapters/{slug}.ipynb)" if slug in current else "not in this build"
-        run_budget = (rec or {}).get("budget", budget)
-        summary = [f"This build ({run_budget}): **{_held(rec)}**" if rec else
-                   "This build: no claims recorded" if slug in current else "This build: not built"]
-        summary.append(f"full run ({_md(_age(frec, now))}, {_md(frec.get('device', '?'))}): "
-                       f"**{_held(frec)}**" if frec else "full run: no full run recorded")
-        out += [f"{'; '.join(summary)}. Read {link}." if slug in current else
-                f"{'; '.join(summary)}; {link}.", ""]
-        names = [c["name"] for c in (rec or {}).get("claims", [])]
-        names += [c["name"] for c in (frec or {}).get("claims", []) if c["name"] not in names]
-        if not names:
-            continue
-        by_name = {c["name"]: c for c in (rec or {}).get("claims", [])}
-        full_by_name = {c["name"]: c for c in (frec or {}).get("claims", [])}
-        full_head = f"Ours (full, {_md(_age(frec, now))})" if frec else "Ours (full)"
-        out += [f"| Claim | Paper | Ours ({_md(run_budget)}) | {full_head} | Check | Asserted at |",
-                "|---|---|---|---|---|---|"]
-        for name in names:
-            claim = by_name.get(name) or full_by_name[name]
-            full_cell = _outcome(full_by_name.get(name)) if frec else "no full run recorded"
-            check = claim.get("check", "") + (f"; {claim['detail']}" if claim.get("detail") else "")
-            asserted = ", ".join(claim.get("asserted_at", [])) or "never"
-            out.append(f"| {_md(name)} | {_md(claim.get('paper', ''))} | "
-                       f"{_outcome(by_name.get(name))} | {full_cell} | {_md(check)} | "
-                       f"{_md(asserted)} |")
-    return "\n".join(out) + "\n"
-
-
-def _load_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 # --------------------------------------------------------------------------- vendoring
@@ -309,7 +211,14 @@ def vendor_assets(repo_root: Path, book_dir: Path) -> Path:
 
 # --------------------------------------------------------------------------- building
 
-def assemble_book(executed: Mapping[str, Path], *, budget: str, repo_root: Path, book_dir: Path,
+def as_pages(executed: Mapping[str, "Path | Page"], budget: str) -> dict[str, Page]:
+    """Pages from a mapping of slug → executed notebook (all at ``budget``, no banner) or → Page."""
+    return {slug: p if isinstance(p, Page) else
+            Page(slug, Path(p), Path(p).with_name(f"{slug}.claims.json"), budget, "")
+            for slug, p in executed.items()}
+
+
+def assemble_book(executed: Mapping[str, "Path | Page"], *, budget: str, repo_root: Path, book_dir: Path,
                   full_dir: Path | None = None, now: _dt.datetime | None = None) -> Path:
     """Write chapters/, _toc.yml, scoreboard.md and _vendor/ into ``book_dir``; return it."""
     book_dir = Path(book_dir)
@@ -317,25 +226,31 @@ def assemble_book(executed: Mapping[str, Path], *, budget: str, repo_root: Path,
         raise RuntimeError(
             f"{book_dir / '_static'} exists: Jupyter Book 1 would then load every script of every "
             "static path on every page (widgets drawn twice). Put assets in labkit.book's _vendor.")
+    pages = as_pages(executed, budget)
     chapters_dir = book_dir / "chapters"
     chapters_dir.mkdir(parents=True, exist_ok=True)
     for stale in chapters_dir.glob("*.ipynb"):
-        if stale.stem not in executed:
+        if stale.stem not in pages:
             stale.unlink()
-    current: dict[str, dict | None] = {}
-    for slug, notebook in executed.items():
-        notebook = Path(notebook)
-        if not notebook.is_file():
-            raise FileNotFoundError(f"executed notebook for {slug} not found: {notebook}")
-        _write_if_changed(book_notebook(notebook, slug), chapters_dir / f"{slug}.ipynb")
-        current[slug] = _load_json(notebook.with_name(f"{slug}.claims.json"))
+    shown: dict[str, dict | None] = {}
+    for slug, page in pages.items():
+        if not page.notebook.is_file():
+            raise FileNotFoundError(f"executed notebook for {slug} not found: {page.notebook}")
+        _write_if_changed(book_notebook(page.notebook, slug, page.banner, page.budget),
+                          chapters_dir / f"{slug}.ipynb")
+        shown[slug] = _load_json(page.claims) if page.claims else None
     full_dir = Path(full_dir) if full_dir is not None else Path(repo_root) / "results" / "full"
     full = {p.stem: json.loads(p.read_text()) for p in sorted(full_dir.glob("*.json"))} \
         if full_dir.is_dir() else {}
-    _write_if_changed(toc_yaml(list(executed)), book_dir / "_toc.yml")
-    _write_if_changed(scoreboard_markdown(current, full, budget, now=now), book_dir / "scoreboard.md")
+    budgets = {slug: page.budget for slug, page in pages.items()}
+    _write_if_changed(toc_yaml(list(pages)), book_dir / "_toc.yml")
+    _write_if_changed(scoreboard_markdown(shown, budgets, full, now=now), book_dir / "scoreboard.md")
     vendor_assets(Path(repo_root), book_dir)
     return book_dir
+
+
+def _load_json(path: Path) -> dict | None:
+    return json.loads(Path(path).read_text()) if Path(path).is_file() else None
 
 
 def _jupyter_book() -> list[str]:
@@ -366,10 +281,12 @@ def run_jupyter_book(book_dir: Path) -> Path:
     return index
 
 
-def build_book(executed: Mapping[str, Path], *, budget: str, repo_root: Path,
+def build_book(executed: Mapping[str, "Path | Page"], *, budget: str, repo_root: Path,
                out_dir: Path | None = None, full_dir: Path | None = None) -> Path:
     """Assemble and build the book; return ``_build/html/index.html``.
 
+    ``executed``: slug → executed notebook (every page at ``budget``) or slug → ``Page`` (each with
+    its own budget and banner, see ``labkit.reproductions.book_pages``).
     ``out_dir``: where to assemble the book sources (default ``<repo_root>/book`` itself); when it
     differs, the hand-written sources of ``<repo_root>/book`` are copied there first, so a test
     never dirties the repository. ``full_dir``: committed full-budget records (default

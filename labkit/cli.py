@@ -4,6 +4,11 @@
     labkit run 03-svmax [--budget quick|full] [-p NAME VALUE]...
     labkit book [--budget quick|full] [--force]
 
+``labkit book`` renders each chapter from its committed full-budget reproduction when that is up to
+date with the chapter's source, else from a quick run (executed if needed) with a banner saying so.
+``--budget quick`` renders every chapter's quick run; ``--budget full`` first re-runs the stale
+reproductions at the full budget (20 minutes a chapter) and commits them to ``results/full/``.
+
 Bad input (an unknown chapter, budget or parameter, a wrongly typed value) is a one-line error
 that lists the valid values, printed before any work starts; the exit status is 2.
 """
@@ -13,8 +18,8 @@ import argparse
 import shlex
 import sys
 
-from .config import BUDGETS
-from . import runner
+from .config import BUDGETS, check_choice
+from . import reproductions, runner
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,9 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--budget", default="quick", help=f"one of {', '.join(BUDGETS)} (default quick)")
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                      help="override a parameter of the notebook's parameters cell")
-    book = sub.add_parser("book", help="run out-of-date chapters, then build the HTML book")
-    book.add_argument("--budget", default="quick", help=f"one of {', '.join(BUDGETS)} (default quick)")
-    book.add_argument("--force", action="store_true", help="re-execute every chapter")
+    book = sub.add_parser("book", help="build the HTML book from the committed reproductions (quick "
+                                       "runs where they are stale)")
+    book.add_argument("--budget", default=None,
+                      help="quick: every page from a quick run; full: re-run stale reproductions first "
+                           "(default: reproductions, quick where stale)")
+    book.add_argument("--force", action="store_true", help="re-execute the quick runs the book uses")
     return parser
 
 
@@ -50,19 +58,39 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quick_runs(slugs: list[str], force: bool) -> dict:
+    executed = {}
+    for slug in slugs:
+        chapter = runner.chapters()[slug]
+        if force or not runner.is_fresh(chapter, "quick"):
+            print(f"running {slug} at the quick budget ...", flush=True)
+            runner.run_chapter(slug, "quick", command="labkit book")
+        else:
+            print(f"{slug}: quick run is up to date")
+        executed[slug] = runner.executed_path(chapter, "quick")
+    return executed
+
+
 def _book(args: argparse.Namespace) -> int:
     from .book import build_book
 
-    runner.check_parameters(next(iter(runner.chapters().values())), {"budget": args.budget})
-    executed = {}
-    for slug, chapter in runner.chapters().items():
-        if args.force or not runner.is_fresh(chapter, args.budget):
-            print(f"running {slug} at budget {args.budget} ...", flush=True)
-            runner.run_chapter(slug, args.budget, command=f"labkit book --budget {args.budget}")
-        else:
-            print(f"{slug} is up to date")
-        executed[slug] = runner.executed_path(chapter, args.budget)
-    index = build_book(executed, budget=args.budget, repo_root=runner.REPO_ROOT)
+    if args.budget is not None:
+        check_choice("budget", args.budget, ("quick", "full"))
+    chapters = runner.chapters()
+    reps = {slug: reproductions.reproduction(slug, ch.path, runner.RESULTS_DIR) for slug, ch in chapters.items()}
+    if args.budget == "full":
+        for slug in reproductions.stale_chapters(reps):
+            print(f"reproducing {slug} at the full budget ...", flush=True)
+            runner.run_chapter(slug, "full", command=f"labkit run {slug} --budget full")
+            reps[slug] = reproductions.reproduction(slug, chapters[slug].path, runner.RESULTS_DIR)
+    if args.budget == "quick":
+        pages = _quick_runs(list(chapters), args.force)
+    else:
+        for slug, rep in reps.items():
+            print(f"{slug}: {'full-budget reproduction' if rep.fresh else 'quick run, since ' + rep.why_stale()}")
+        quick = _quick_runs(reproductions.stale_chapters(reps), args.force)
+        pages = reproductions.book_pages(quick, reps)
+    index = build_book(pages, budget=args.budget or "quick", repo_root=runner.REPO_ROOT)
     print(f"book built: {index}")
     return 0
 

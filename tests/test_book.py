@@ -27,72 +27,25 @@ def record(chapter, budget, date, claims, title="Tiny: a test chapter"):
                            "finished": date}}
 
 
-def claim(name, measured, held, asserted_at=("quick", "full"), paper="0.9", check="x > 0.5",
-          detail=""):
-    return {"name": name, "paper": paper, "measured": measured, "check": check, "held": held,
-            "asserted_at": list(asserted_at), "detail": detail}
+def claim(name, measured, status, low=None, high=None, paper="0.9", check="x > 0.5", detail=""):
+    return {"name": name, "paper": paper, "measured": measured, "check": check, "status": status,
+            "low": low, "high": high, "noise": "paired t over 3 seeds" if low is not None else "",
+            "asserted_at": [], "detail": detail}
 
 
 # --------------------------------------------------------------------------- fast
 
-def test_toc_lists_chapters_in_number_order_then_the_scoreboard():
+def test_toc_lists_chapters_in_number_order_then_the_rule_and_the_scoreboard():
     toc = book.toc_yaml(["10-l2-caf", "03-svmax", "01-dual-contrastive-gan"])
     assert toc.index("chapters/01-dual") < toc.index("chapters/03-svmax") < toc.index("chapters/10-l2")
     assert "format: jb-book" in toc and "root: intro" in toc
+    assert toc.index("file: claims") < toc.index("file: scoreboard")
     assert toc.rstrip().endswith("- file: scoreboard")
 
 
 def test_toc_without_chapters_still_has_the_scoreboard():
     toc = book.toc_yaml([])
     assert "chapters/" not in toc and "file: scoreboard" in toc
-
-
-def test_scoreboard_shows_both_budgets_with_age_and_held_counts():
-    current = {"03-svmax": record("03-svmax", "quick", "2026-11-27T10:00:00+00:00", [
-        claim("mean singular value within bounds", 0.5, True),
-        claim("beats spread-out at large lr", -0.25, False, asserted_at=["full"])])}
-    full = {"03-svmax": record("03-svmax", "full", "2026-11-20T09:00:00+00:00", [
-        claim("mean singular value within bounds", 0.51, True),
-        claim("beats spread-out at large lr", 0.031, True, asserted_at=["full"])])}
-    md = book.scoreboard_markdown(current, full, "quick", now=NOW)
-    assert "mean singular value within bounds" in md
-    assert "This build (quick): **1 of 2 measured held**" in md
-    assert "2026-11-20, 7 days old" in md
-    assert "0.031 · ✓ held" in md and "-0.250 · ✗ not reproduced" in md
-    assert "2 of 2 measured held" in md
-
-
-def test_scoreboard_says_not_measured_instead_of_not_reproduced():
-    current = {"03-svmax": record("03-svmax", "quick", "2026-11-27T10:00:00+00:00", [
-        claim("sweep", None, False, asserted_at=["full"]), claim("bounds", 0.0, True)])}
-    md = book.scoreboard_markdown(current, {}, "quick", now=NOW)
-    assert "not measured at this budget" in md and "1 of 1 measured held" in md
-
-
-def test_scoreboard_without_full_run_says_so_and_lists_full_only_chapters():
-    current = {"03-svmax": record("03-svmax", "quick", "2026-11-27T10:00:00+00:00",
-                                  [claim("a", 1.0, True)])}
-    full = {"08-asap-nms": record("08-asap-nms", "full", "2026-11-26T09:00:00+00:00",
-                                  [claim("faster", "2.1x", True)], title="ASAP-NMS")}
-    md = book.scoreboard_markdown(current, full, "quick", now=NOW)
-    assert "no full run recorded" in md.split("## 03")[1]
-    assert "## 08-asap-nms · ASAP-NMS" in md
-    assert "not in this build" in md
-    assert "1 day old" in md
-
-
-def test_scoreboard_escapes_markdown_in_cells():
-    current = {"03-svmax": record("03-svmax", "quick", "2026-11-27T10:00:00+00:00",
-                                  [claim("a | b $x$ *c*", "n/a", False)])}
-    md = book.scoreboard_markdown(current, {}, "quick", now=NOW)
-    row = next(line for line in md.splitlines() if line.startswith("| a"))
-    assert r"a \| b \$x\$ \*c\*" in row
-    assert row.count(" | ") == 5  # six cells, no stray column
-
-
-def test_chapter_without_claims_file_is_reported():
-    md = book.scoreboard_markdown({"03-svmax": None}, {}, "quick", now=NOW)
-    assert "no claims recorded" in md
 
 
 def nb_with_outputs(*outputs):
@@ -115,6 +68,19 @@ def test_book_notebook_rejects_a_figure_shown_without_html(tmp_path):
     path.write_text(json.dumps(nb_with_outputs({book.PLOTLY_MIME: {"data": []}, "text/plain": "f"})))
     with pytest.raises(RuntimeError, match=r"03-svmax: cell\(s\) \[0\].*labkit.viz.show"):
         book.book_notebook(path, "03-svmax")
+
+
+def test_book_notebook_puts_the_banner_below_the_title(tmp_path):
+    nb = nb_with_outputs({"text/plain": "x"})
+    nb["cells"].insert(0, {"cell_type": "markdown", "metadata": {}, "source": "# Title\n\ntext"})
+    path = tmp_path / "03-svmax.ipynb"
+    path.write_text(json.dumps(nb))
+    out = json.loads(book.book_notebook(path, "03-svmax", "**Quick run** because stale", "quick"))
+    banner = out["cells"][1]
+    assert out["cells"][0]["source"].startswith("# Title") and banner["cell_type"] == "markdown"
+    assert ":class: warning labkit-run-quick" in banner["source"] and "because stale" in banner["source"]
+    full = json.loads(book.book_notebook(path, "03-svmax", "reproduced", "full"))["cells"][1]["source"]
+    assert "labkit-run-full" in full and "Full-budget reproduction" in full
 
 
 def test_a_static_folder_is_refused(tmp_path):
@@ -154,11 +120,11 @@ def built(tmp_path_factory):
     nbformat.write(nb, executed / "00-tiny.ipynb")
     (executed / "00-tiny.claims.json").write_text(json.dumps(record(
         "00-tiny", "quick", "2026-11-27T10:00:00+00:00",
-        [claim("tiny figure draws", 1.0, True), claim("tiny full-only claim", 0.2, False, ["full"])])))
+        [claim("tiny figure draws", 1.0, "held", 0.6, 1.4), claim("tiny full-only claim", None, "not measured")])))
     week_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=7, hours=1)
     (full / "00-tiny.json").write_text(json.dumps(record(
         "00-tiny", "full", week_ago.isoformat(timespec="seconds"),
-        [claim("tiny figure draws", 1.0, True), claim("tiny full-only claim", 0.8, True, ["full"])])))
+        [claim("tiny figure draws", 1.0, "held", 0.6, 1.4), claim("tiny full-only claim", 0.8, "inconclusive", 0.1, 1.5)])))
     index = book.build_book({"00-tiny": executed / "00-tiny.ipynb"}, budget="quick",
                             repo_root=REPO_ROOT, out_dir=root / "src", full_dir=full)
     return index.parent
@@ -177,7 +143,8 @@ def test_build_writes_the_pages(built):
     assert "cdn.jsdelivr.net" not in chapter and "cdnjs" not in chapter
     scoreboard = (built / "scoreboard.html").read_text()
     assert "tiny figure draws" in scoreboard and "tiny full-only claim" in scoreboard
-    assert "7 days old" in scoreboard
+    assert "7 days old" in scoreboard and "[0.600, 1.400]" in scoreboard
+    assert (built / "claims.html").is_file()
     assert (built / "_static" / "labkit" / "mathjax" / "tex-chtml.js").is_file()
     assert not (REPO_ROOT / "book" / "chapters" / "00-tiny.ipynb").exists()
 
@@ -208,7 +175,7 @@ def test_chapter_renders_offline_in_chromium(built, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.browser
-@pytest.mark.parametrize("page", ["scoreboard.html", "intro.html"])
+@pytest.mark.parametrize("page", ["scoreboard.html", "intro.html", "claims.html"])
 def test_other_pages_load_cleanly(built, page):
     require_chromium()
     with book.serve_directory(built) as base:

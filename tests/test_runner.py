@@ -11,12 +11,12 @@ def _chapter(folder):
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_markdown_cell("# Tiny chapter"),
-        nbformat.v4.new_code_cell('budget = "quick"\nseed = 0\nscale = 1.5\nfail = False',
+        nbformat.v4.new_code_cell('budget = "quick"\nseed = 0\nscale = 1.5\nfail = False\nworkers = 0',
                                   metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell(
             "from labkit.report import Claim, save_claims\n"
             "assert not fail, 'asked to fail'\n"
-            "save_claims('00-tiny', 'Tiny', budget, [Claim('c', 'p', scale, 'any', True)])"),
+            "save_claims('00-tiny', 'Tiny', budget, [Claim.reported('c', 'p', scale)])"),
     ]
     folder.mkdir()
     nbformat.write(nb, folder / "00-tiny.ipynb")
@@ -37,10 +37,16 @@ def test_unknown_chapter_budget_and_parameter_are_one_line_errors(tiny, capsys):
     assert cli.main(["run", "00-tiny", "--budget", "huge"]) == 2
     assert "budget='huge'" in capsys.readouterr().err
     assert cli.main(["run", "tiny", "-p", "scael", "2"]) == 2
-    assert "unknown parameter 'scael' for 00-tiny; valid parameters: budget, fail, scale, seed" in capsys.readouterr().err
+    assert "unknown parameter 'scael' for 00-tiny; valid parameters: budget, fail, scale, seed, workers" in capsys.readouterr().err
     assert cli.main(["run", "00", "-p", "scale", "big"]) == 2
     err = capsys.readouterr().err
     assert "scale='big' has the wrong type" in err and len(err.strip().splitlines()) == 1
+    assert cli.main(["run", "00-tiny", "-p", "workers", "-3"]) == 2
+    assert "workers=-3 is not valid; use 0 (one process per core)" in capsys.readouterr().err
+    assert cli.main(["run", "00-tiny", "-p", "workers", "1.5"]) == 2
+    assert "workers=1.5 has the wrong type" in capsys.readouterr().err
+    assert cli.main(["book", "--budget", "smoke"]) == 2
+    assert "budget='smoke' is not valid; choose one of: 'quick', 'full'" in capsys.readouterr().err
     assert not (tiny / "build").exists(), "bad input must be rejected before any work starts"
 
 
@@ -54,7 +60,11 @@ def test_run_writes_notebook_claims_provenance_and_full_results(tiny):
     # a run with overridden parameters is not the reproduction: results/full stays untouched
     assert not (tiny / "results" / "full" / "00-tiny.json").exists()
     runner.run_chapter("00-tiny", "full")
-    assert json.loads((tiny / "results" / "full" / "00-tiny.json").read_text())["budget"] == "full"
+    committed = json.loads((tiny / "results" / "full" / "00-tiny.json").read_text())
+    assert committed["budget"] == "full" and committed["provenance"]["source_hash"]
+    assert (tiny / "results" / "full" / "00-tiny.ipynb").is_file()
+    from labkit import reproductions
+    assert reproductions.reproduction("00-tiny", chapter.path, tiny / "results").fresh
 
 
 def test_failed_run_keeps_its_notebook(tiny, capsys):
