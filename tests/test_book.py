@@ -125,7 +125,9 @@ def built(tmp_path_factory):
     (full / "00-tiny.json").write_text(json.dumps(record(
         "00-tiny", "full", week_ago.isoformat(timespec="seconds"),
         [claim("tiny figure draws", 1.0, "held", 0.6, 1.4), claim("tiny full-only claim", 0.8, "inconclusive", 0.1, 1.5)])))
-    index = book.build_book({"00-tiny": executed / "00-tiny.ipynb"}, budget="quick",
+    page = book.Page("00-tiny", executed / "00-tiny.ipynb", executed / "00-tiny.claims.json", "quick",
+                     "**Quick run** because `no reproduction` is committed yet.")
+    index = book.build_book({"00-tiny": page}, budget="quick",
                             repo_root=REPO_ROOT, out_dir=root / "src", full_dir=full)
     return index.parent
 
@@ -136,6 +138,7 @@ def test_build_writes_the_pages(built):
         assert (built / page).is_file(), page
     chapter = (built / "chapters" / "00-tiny.html").read_text()
     assert 'id="labkit-plotly-' in chapter
+    assert "labkit-run-quick" in chapter and "is committed yet" in chapter  # the banner, as an admonition
     assert "application/vnd.jupyter.widget-view+json" in chapter
     assert chapter.count("labkit/html-manager/embed-amd.js") == 1
     assert chapter.count("labkit/plotly.min.js") == 1
