@@ -1,5 +1,6 @@
-"""Chapter 02 (knowledge evolution): the paper's views as plotly figures with static controls, plus
-a live explorer that retrains through the chapter's cache.
+"""Chapter 02 (knowledge evolution): the paper's views as plotly figures with static controls, the
+chapter's result tables (``labkit.viz.tables``), and a live explorer that retrains through the
+chapter's cache.
 
 Figures take the results of ``labkit.experiments.knowledge_evolution.run`` and are built from
 ``labkit.viz.plots``; the explorer comes from ``labkit.viz.widgets``. KE is orange (the method), its
@@ -20,6 +21,7 @@ from labkit.methods.knowledge_evolution import slim_width
 from labkit.models import BACKBONES
 from labkit.viz import plots, widgets
 from labkit.viz.plots import COLOURS, band_traces, bound_trace, compact, style, subplot_refs
+from labkit.viz.tables import Column, ResultTable, mean_std, result_table
 
 MODE_COLOURS = {"ke": COLOURS["svmax"], "single": COLOURS["unrolled"], "restart_only": COLOURS["baseline"],
                 "full_reset": "#9CA3AF"}
@@ -53,13 +55,26 @@ def _chance_and_n1(run: dict, n1: float | None = None) -> list:
     return traces
 
 
+def _whole_epochs(run: dict) -> bool:
+    return float(run["epochs_per_generation"]).is_integer()
+
+
+def _generation_length(run: dict) -> str:
+    """What one generation trains, and where the single run is read, for an axis title."""
+    e, steps = run["epochs_per_generation"], run.get("steps_per_generation")
+    if _whole_epochs(run):
+        return f"{e:g} epoch{'s' * (e > 1)} each; the single run: epoch g·{e:g}"
+    return f"{steps} SGD steps ≈ {e:.3g} epochs each; the single run: step g·{steps}"
+
+
 def _main_traces(runs: list[dict]) -> list:
     by = {mode: [r for r in runs if r["mode"] == mode] for mode in experiment.CONTROLS}
     traces = []
     if by["single"]:
-        e = by["single"][0]["epochs_per_generation"]
-        traces += _accuracy_traces(by["single"], "dense", f"one run, checkpoint at epoch g·{e}",
-                                   MODE_COLOURS["single"])
+        run = by["single"][0]
+        label = f"one run, checkpoint at epoch g·{run['epochs_per_generation']:g}" if _whole_epochs(run) \
+            else f"one run, checkpoint every {run['steps_per_generation']} steps"
+        traces += _accuracy_traces(by["single"], "dense", label, MODE_COLOURS["single"])
     if by["restart_only"]:
         traces += _accuracy_traces(by["restart_only"], "dense", "restart only dense", MODE_COLOURS["restart_only"])
         traces += _accuracy_traces(by["restart_only"], "slim", "restart only slim", MODE_COLOURS["restart_only"],
@@ -101,17 +116,21 @@ def plot_generations(results: dict) -> go.Figure:
     """
     main = results["main"]
     groups = {f"main: {_describe(main[0])} ({_seeds(len({r['seed'] for r in main}))})": _main_traces(main)}
-    epochs = [main[0]["epochs_per_generation"]]
+    firsts = [main[0]]
     for label, run in zip(results.get("ablation_labels", []), results.get("ablation", [])):
         groups[f"ablation: {label}"] = _ke_vs_n1_traces([run])
-        epochs.append(run["epochs_per_generation"])
+        firsts.append(run)
+    for n in sorted({r["samples_per_class"] for r in results.get("sizes", [])}):
+        runs = [r for r in results["sizes"] if r["samples_per_class"] == n]
+        groups[f"data size: {n}/class, KE and one run of the same steps ({_seeds(len({r['seed'] for r in runs}))})"] \
+            = _main_traces(runs)
+        firsts.append(runs[0])
     if results.get("glyphs"):
         glyphs = results["glyphs"]
         groups[f"glyphs: {glyphs[0]['num_classes']} classes, {glyphs[0]['samples_per_class']}/class"] = \
             _ke_vs_n1_traces(glyphs)
-        epochs.append(glyphs[0]["epochs_per_generation"])
-    axis_titles = [{"xaxis.title.text": f"generation g ({e} epoch{'s' * (e > 1)} each; the single run: epoch g·{e})"}
-                   for e in epochs]
+        firsts.append(glyphs[0])
+    axis_titles = [{"xaxis.title.text": f"generation g ({_generation_length(run)})"} for run in firsts]
     if len(groups) > 1:
         fig = plots.figure_with_dropdown(groups, y=1.04, layout_updates=axis_titles)
     else:
@@ -177,6 +196,71 @@ def plot_slim_cost(results: dict) -> go.Figure:
     return style(fig, title="Cost of the dense net and of the slim net (ratio to dense on each bar)", height=480,
                  margin=dict(t=130), bargap=0.35, legend=dict(orientation="h", x=1, xanchor="right", y=1.1,
                                                               yanchor="bottom"))
+
+
+def plot_slim_tradeoff(results: dict) -> go.Figure:
+    """Slim accuracy at the last generation against the slim net's MACs (a fraction of dense), one
+    point per split rate, beside the dense net of the same runs (at 1)."""
+    rows = experiment.slim_tradeoff(results)
+    x = [row["macs_fraction"] for row in rows]
+    spread = [row["slim_std"] for row in rows]
+    slim = go.Scatter(x=x, y=[row["slim_accuracy"] for row in rows], mode="lines+markers+text", name="slim net",
+                      text=[f"s_r {row['split_rate']:g}" for row in rows], textposition="top left",
+                      line=dict(color=FIT, width=2.5), marker=dict(size=10),
+                      error_y=dict(array=spread, visible=True) if None not in spread else None,
+                      customdata=[[row["slim_macs"], row["split_rate"]] for row in rows],
+                      hovertemplate="s_r %{customdata[1]}: %{customdata[0]:,} MACs (%{x:.3f} of dense), "
+                                    "accuracy %{y:.3f}<extra>slim</extra>")
+    dense = go.Scatter(x=[1.0] * len(rows), y=[row["dense_accuracy"] for row in rows], mode="markers",
+                       name="dense net of the same run",
+                       marker=dict(symbol="diamond", size=10, color=COLOURS["baseline"]),
+                       customdata=[row["split_rate"] for row in rows],
+                       hovertemplate="dense net of the s_r %{customdata} run: %{y:.3f}<extra></extra>")
+    fig = go.Figure([dense, slim])
+    fig.update_xaxes(title_text="MACs per image, fraction of the dense net (counted by forward hooks)",
+                     range=[0, 1.08])
+    fig.update_yaxes(title_text=f"test accuracy after generation {rows[0]['generations']}")
+    return style(fig, title=f"Slim cost against slim accuracy ({rows[0]['source']}, "
+                            f"{_seeds(rows[0]['num_seeds'])} per point)", height=440,
+                 legend=dict(orientation="h", y=-0.2, x=0))
+
+
+# ---- result tables -------------------------------------------------------------------------------------
+
+ACCURACY = "test accuracy"
+GENERATION_COLUMNS = {"ke_dense": "KE dense", "ke_slim": "KE slim", "compute_matched": "one run of G·e epochs",
+                      "restart_only": "restart-only dense", "restart_only_slim": "restart-only slim",
+                      "full_reset": "full-reset dense"}
+
+
+def generation_result_table(results: dict) -> ResultTable:
+    """Test accuracy after each generation, KE and its controls, mean ± std over seeds."""
+    rows = experiment.generation_table(results)
+    seeds = len(experiment.runs_of(results, "ke"))
+    cells = [{"generation": row["generation"]} | {key: mean_std(row[key], row[f"{key}_std"] if seeds > 1 else None)
+                                                   for key in GENERATION_COLUMNS} for row in rows]
+    columns = {"generation": "generation g"} | {k: Column(header, ACCURACY) for k, header in GENERATION_COLUMNS.items()}
+    spread = f"Mean ± std over {seeds} seeds" if seeds > 1 else "One seed, so no spread"
+    return result_table(cells, columns, title="Test accuracy after each generation",
+                        note=f"{spread}; the single run is read where each generation ends.")
+
+
+def size_result_table(results: dict) -> ResultTable:
+    """Per training-set size: KE, its compute-matched run and both gains, mean ± std over seeds."""
+    rows = experiment.size_table(results)
+    cells = [dict(row, **{key: mean_std(row[key], row[f"{key}_std"]) for key in
+                          ("n1", "final", "matched", "gain_n1", "gain_matched")}) for row in rows]
+    columns = {"samples_per_class": Column("training images", "per class"),
+               "steps_per_generation": Column("SGD steps", "per generation"),
+               "epochs_per_generation": Column("epochs", "per generation", digits=1),
+               "n1": Column("KE dense at N1", ACCURACY), "final": Column("KE dense at N_G", ACCURACY),
+               "matched": Column("one run of the same steps", ACCURACY),
+               "gain_n1": Column("KE gain over N1", "accuracy"),
+               "gain_matched": Column("KE gain over the compute-matched run", "accuracy"),
+               "num_seeds": "seeds"}
+    note = ("Every size trains the same SGD steps per generation and is scored on the same test images. "
+            "Mean ± std over seeds." if rows else "The data-size sweep runs at the full budget.")
+    return result_table(cells, columns, title="Training-set size: KE against one run of the same steps", note=note)
 
 
 # ---- masks and weight magnitudes --------------------------------------------------------------------

@@ -28,16 +28,21 @@ def results():
 
 @pytest.fixture(scope="module")
 def full_like(results):
-    """Smoke results dressed as a full run: two seeds, ablation rows (one of them WELS) and glyphs."""
+    """Smoke results dressed as a full run: two seeds, ablation rows (one of them WELS, one another
+    s_r), a data-size sweep of two sizes and glyphs."""
     fake = copy.deepcopy(results)
     fake["main"] = [dict(r, seed=seed, dense=np.asarray(r["dense"]) + 0.01 * seed)
                     for r in results["main"] for seed in (0, 1)]
     ke_run = next(r for r in results["main"] if r["mode"] == "ke")
     fake["ablation_labels"] = ["reference (KELS, s_r 0.5, default reset, 15/class, ResNet)",
-                               "WELS (weight-level split)"]
+                               "WELS (weight-level split)", "KELS, s_r 0.75"]
     fake["ablation"] = [dict(ke_run, epochs_per_generation=15),
                         dict(ke_run, split_kind="wels", slim=np.full(len(ke_run["dense"]), np.nan),
-                             dense=np.asarray(ke_run["dense"]) + 0.2, epochs_per_generation=15)]
+                             dense=np.asarray(ke_run["dense"]) + 0.2, epochs_per_generation=15),
+                        dict(ke_run, split_rate=0.75, slim=np.asarray(ke_run["slim"]) + 0.3, epochs_per_generation=15)]
+    fake["sizes"] = [dict(r, samples_per_class=n, seed=seed, steps_per_generation=3, epochs_per_generation=1.5,
+                          dense=np.asarray(r["dense"]) + 0.01 * seed + n / 1000)
+                     for n in (5, 50) for r in results["main"] if r["mode"] in ("ke", "single") for seed in (0, 1)]
     fake["glyphs"] = [dict(r, dataset="glyphs", num_classes=20, chance=0.05, epochs_per_generation=15)
                       for r in results["main"] if r["mode"] in ("ke", "single")]
     return fake
@@ -74,11 +79,12 @@ def test_generations_dropdown_shows_each_run_set(full_like):
     fig = views.plot_generations(full_like)
     labels = [b.label for b in fig.layout.updatemenus[0].buttons]
     assert labels[0].startswith("main: digits") and labels[0].endswith("(2 seeds)")
-    assert labels[1:3] == [f"ablation: {label}" for label in full_like["ablation_labels"]]
-    assert labels[3] == "glyphs: 20 classes, 5/class"
-    # main: 6 curves with bands (12) + chance; KELS row: dense, slim, chance, N1; WELS row: no slim;
-    # glyphs: dense, slim, single, chance, N1
-    assert_one_group_each(fig, [13, 4, 3, 5])
+    assert labels[1:4] == [f"ablation: {label}" for label in full_like["ablation_labels"]]
+    assert labels[4:6] == [f"data size: {n}/class, KE and one run of the same steps (2 seeds)" for n in (5, 50)]
+    assert labels[6] == "glyphs: 20 classes, 5/class"
+    # main: 6 curves with bands (12) + chance; KELS rows: dense, slim, chance, N1; WELS row: no slim;
+    # sizes: KE dense and slim, the single run, with bands (6) + chance; glyphs: dense, slim, single, chance, N1
+    assert_one_group_each(fig, [13, 4, 3, 4, 7, 7, 5])
     options = plots.control_visibility(fig)
     main = named(fig.data[i] for i in options[0][1])
     two_seeds = np.stack([r["dense"] for r in full_like["main"] if r["mode"] == "ke"])
@@ -88,9 +94,14 @@ def test_generations_dropdown_shows_each_run_set(full_like):
     assert set(wels) == {"KE dense", "chance (0.10)", f"N1 dense ({full_like['ablation'][1]['dense'][0]:.3f})"}
     n1 = next(t for t in wels.values() if t.name.startswith("N1"))
     np.testing.assert_allclose(n1.y, [full_like["ablation"][1]["dense"][0]] * 2, atol=1e-6)
-    assert "chance (0.05)" in named(fig.data[i] for i in options[3][1])
+    assert "chance (0.05)" in named(fig.data[i] for i in options[6][1])
     titles = [b.args[1]["xaxis.title.text"] for b in fig.layout.updatemenus[0].buttons]
-    assert "1 epoch each" in titles[0] and all("15 epochs each" in t for t in titles[1:])
+    assert "1 epoch each" in titles[0] and all("15 epochs each" in t for t in titles[1:4] + titles[6:])
+    assert all("3 SGD steps ≈ 1.5 epochs each; the single run: step g·3" in t for t in titles[4:6])
+    sizes = named(fig.data[i] for i in options[4][1])
+    assert "one run, checkpoint every 3 steps" in sizes
+    five = np.stack([r["dense"] for r in full_like["sizes"] if r["mode"] == "ke" and r["samples_per_class"] == 5])
+    np.testing.assert_allclose(sizes["KE dense"].y, five.mean(0), atol=1e-6)
 
 
 def test_train_test_and_fit_reset_magnitude(results):
@@ -127,6 +138,43 @@ def test_slim_cost_ratios_match_the_counted_costs(results):
             np.testing.assert_allclose(bar.customdata[1:], [row[f"conv_{key}_ratio"] for row in rows])
             np.testing.assert_allclose(mark.y, [row["split_rate"] ** 2 * row[f"dense_{key}"] for row in rows])
     assert views.ratio_text(0.25151924) == "0.252×"
+
+
+def test_slim_tradeoff_plots_the_runs_slim_accuracy_against_counted_macs(results, full_like):
+    fig = views.plot_slim_tradeoff(results)  # one split rate: the main KE runs
+    dense, slim = fig.data
+    ke_run = run_of(results, "ke")
+    cost = next(c for c in results["costs"] if c["backbone"] == "resnet" and c["split_rate"] == 0.5)
+    np.testing.assert_allclose(slim.x, [cost["slim_macs"] / cost["dense_macs"]])
+    np.testing.assert_allclose(slim.y, [ke_run["slim"][-1]])
+    np.testing.assert_allclose(dense.y, [ke_run["dense"][-1]])
+    assert list(dense.x) == [1.0] and slim.error_y.array is None  # one seed: no error bar
+    assert "main runs, 1 seed" in fig.layout.title.text
+    fig = views.plot_slim_tradeoff(full_like)  # the ablation runs that change only s_r
+    dense, slim = fig.data
+    rows = ex.slim_tradeoff(full_like)
+    assert [r["split_rate"] for r in rows] == [0.5, 0.75] and list(slim.text) == ["s_r 0.5", "s_r 0.75"]
+    reference, wider = full_like["ablation"][0], full_like["ablation"][2]
+    np.testing.assert_allclose(slim.y, [reference["slim"][-1], wider["slim"][-1]])
+    np.testing.assert_allclose(dense.y, [reference["dense"][-1], wider["dense"][-1]])
+    costs = {c["split_rate"]: c for c in full_like["costs"] if c["backbone"] == "resnet"}
+    np.testing.assert_allclose(slim.x, [costs[r]["slim_macs"] / costs[r]["dense_macs"] for r in (0.5, 0.75)])
+    assert [c[0] for c in slim.customdata] == [costs[0.5]["slim_macs"], costs[0.75]["slim_macs"]]
+
+
+def test_result_tables_show_the_tables_numbers(results, full_like):
+    table = views.generation_result_table(full_like)
+    rows = ex.generation_table(full_like)
+    assert len(table.rows) == len(rows) and table.dropped == []
+    assert table.rows[0]["ke_dense"] == f"{rows[0]['ke_dense']:.3f} ± {rows[0]['ke_dense_std']:.3f}"
+    assert "KE dense (test accuracy)" in repr(table) and "over 2 seeds" in table.caption()
+    one_seed = views.generation_result_table(results)
+    assert "±" not in repr(one_seed)  # a std over one seed is not shown
+    sizes = views.size_result_table(full_like)
+    first = ex.size_table(full_like)[0]
+    assert sizes.rows[0]["gain_matched"] == f"{first['gain_matched']:.3f} ± {first['gain_matched_std']:.3f}"
+    assert "KE gain over the compute-matched run (accuracy)" in repr(sizes) and "1.5" in repr(sizes)
+    assert "full budget" in views.size_result_table(results).caption()
 
 
 def test_mask_slider_kels_is_the_ceil_block(results):
@@ -181,7 +229,7 @@ def test_ablation_bars(results, full_like):
     assert not empty.data and "full budget" in empty.layout.annotations[0].text
     fig = views.plot_ablation(full_like)
     final, n1, gain = fig.data
-    assert len(final.y) == 2 and final.y[0] == "reference (KELS, s_r 0.5,<br>default reset, 15/class, ResNet)"
+    assert len(final.y) == 3 and final.y[0] == "reference (KELS, s_r 0.5,<br>default reset, 15/class, ResNet)"
     table = ex.ablation_table(full_like)
     np.testing.assert_allclose(final.x, [row["final_dense"] for row in table], atol=1e-4)
     np.testing.assert_allclose(n1.x, [row["n1_dense"] for row in table], atol=1e-4)
