@@ -17,7 +17,7 @@ from labkit.cache import cached_runs
 from labkit.config import from_budget as _from_budget
 from labkit.experiments.svmax_runs import train_retrieval, train_ring_gan, train_unit_circle
 from labkit.methods import svmax
-from labkit.report import Claim
+from labkit.report import LEVEL, Claim, Estimate, seed_interval, verdict
 
 TITLE = "SVMax: A Feature Embedding Regularizer"
 CHAPTER = "03-svmax"
@@ -65,7 +65,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
                   circle_epochs=1, gan_lrs=(0.025,), gan_seeds=1, gan_steps=60, gan_checkpoints=2),
     "quick": {},
     "full": dict(losses=("contrastive", "triplet", "npair", "angular"), num_seeds=5, ablation_seeds=5,
-                 sweep_batch_sizes=(40, 80, 160), sweep_dims=(8, 16, 32), circle_epochs=64,
+                 sweep_batch_sizes=(40, 80, 160), sweep_dims=(8, 16, 32), sweep_seeds=5, circle_epochs=64,
                  gan_seeds=8, gan_steps=5000, gan_checkpoints=5, gan_unrolled_lrs=(0.025,)),
 }
 
@@ -137,24 +137,6 @@ def gan_runs(cfg: SVMaxConfig) -> list[dict[str, Any]]:
             for run in runs]
 
 
-def bounds_check(sizes=((150, 16), (144, 128), (40, 2), (64, 64), (300, 32)), num_random: int = 20) -> dict:
-    """Claim 1 in float64: random unit rows lie in [L, U]; collapsed hits L; stacked bases hit U."""
-    generator = torch.Generator().manual_seed(0)
-    worst_violation, collapsed_error, isotropic_error = 0.0, 0.0, 0.0
-    for b, d in sizes:
-        L, U = svmax.lower_bound(b, d), svmax.upper_bound(b, d)
-        for _ in range(num_random):
-            s = float(svmax.mean_singular_value(svmax.random_unit_batch(b, d, generator)))
-            worst_violation = max(worst_violation, L - s, s - U)
-        collapsed_error = max(collapsed_error, abs(float(svmax.mean_singular_value(
-            svmax.collapsed_batch(b, d, generator))) - L))
-        if b % d == 0:
-            stack = svmax.orthonormal_stack(b // d, d, generator)
-            isotropic_error = max(isotropic_error, abs(float(svmax.mean_singular_value(stack)) - U))
-    return {"worst_violation": worst_violation, "collapsed_error": collapsed_error,
-            "isotropic_error": isotropic_error}
-
-
 def run(cfg: SVMaxConfig) -> dict[str, Any]:
     """Everything the chapter shows, as plain data."""
     workers = cfg.workers
@@ -166,7 +148,6 @@ def run(cfg: SVMaxConfig) -> dict[str, Any]:
     results = {name: [next(retrieval) for _ in runs] for name, runs in sections.items()}
     return results | {
         "config": dataclasses.asdict(cfg),
-        "bounds": bounds_check(),
         "circle": cached_runs("svmax-circle", train_unit_circle, circle, workers),
         "gan": cached_runs("svmax-gan", train_ring_gan, gan_runs(cfg), workers),
     }
@@ -174,23 +155,46 @@ def run(cfg: SVMaxConfig) -> dict[str, Any]:
 
 # ---- summaries -------------------------------------------------------------------------------
 
+LAST_CHECKPOINTS = 3  # the spec: GAN metrics averaged over the last 3 checkpoints
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
-    values = np.asarray(values, dtype=float)
-    return float(np.nanmean(values)), float(np.nanstd(values))
+    """Mean and sample std (ddof 1) of the finite values; the std is NaN below two seeds."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return float("nan"), float("nan")
+    return float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else float("nan")
 
 
-def grid_table(results: dict, metric: str = "R@1") -> list[dict[str, Any]]:
-    """One row per (loss, lr, variant, lambda): mean ± std over seeds of R@1, NMI and spread."""
+def _summary(runs: list[dict], **metrics) -> dict[str, float]:
+    """``{name: mean, name_std: std}`` over ``runs`` for each ``name=value_of_run``."""
+    out = {}
+    for name, value in metrics.items():
+        out[name], out[f"{name}_std"] = _mean_std([value(r) for r in runs])
+    return out
+
+
+def _r1(run: dict) -> float:
+    return run["recall"]["1"]
+
+
+def _modes(run: dict, last: int = LAST_CHECKPOINTS) -> float:
+    return float(np.mean(run["modes_covered"][-last:]))
+
+
+def _quality(run: dict, last: int = LAST_CHECKPOINTS) -> float:
+    return float(np.mean(run["high_quality"][-last:]))
+
+
+def grid_table(results: dict) -> list[dict[str, Any]]:
+    """One row per (loss, lr, variant, lambda): mean and std over seeds of R@1, NMI and spread."""
     groups: dict[tuple, list[dict]] = {}
     for r in results["grid"]:
         groups.setdefault((r["loss"], r["lr"], r["variant"], r["lam"]), []).append(r)
-    rows = []
-    for (loss, lr, variant, lam), runs in groups.items():
-        r1 = _mean_std([r["recall"]["1"] for r in runs])
-        rows.append(dict(loss=loss, lr=lr, variant=variant, lam=lam, r1=r1[0], r1_std=r1[1],
-                         nmi=_mean_std([r["nmi"] for r in runs])[0],
-                         spread=_mean_std([r["spread"] for r in runs])[0], seeds=len(runs)))
-    return rows
+    return [dict(loss=loss, lr=lr, variant=variant, lam=lam, seeds=len(runs),
+                 **_summary(runs, r1=_r1, nmi=lambda r: r["nmi"], spread=lambda r: r["spread"]))
+            for (loss, lr, variant, lam), runs in groups.items()]
 
 
 def ablation_table(results: dict) -> list[dict[str, Any]]:
@@ -198,102 +202,198 @@ def ablation_table(results: dict) -> list[dict[str, Any]]:
     per_row = len(results["ablation"]) // len(ABLATIONS)
     for i, (label, *_rest) in enumerate(ABLATIONS):
         runs = results["ablation"][i * per_row:(i + 1) * per_row]
-        r1 = _mean_std([r["recall"]["1"] for r in runs])
-        rows.append(dict(row=label, r1=r1[0], r1_std=r1[1], nmi=_mean_std([r["nmi"] for r in runs])[0],
-                         spread=_mean_std([r["spread"] for r in runs])[0],
-                         warning=(runs[0]["warnings"] or [""])[0]))
+        rows.append(dict(row=label, seeds=len(runs), warning=(runs[0]["warnings"] or [""])[0],
+                         **_summary(runs, r1=_r1, nmi=lambda r: r["nmi"], spread=lambda r: r["spread"])))
     return rows
 
 
 def sweep_table(results: dict) -> list[dict[str, Any]]:
-    groups: dict[tuple, dict[str, list[float]]] = {}
-    for r in results["sweep"]:
-        groups.setdefault((r["batch_size"], r["embedding_dim"]), {}).setdefault(r["variant"], []).append(
-            r["recall"]["1"])
-    return [dict(b=b, d=d, vanilla=float(np.mean(v["vanilla"])), svmax=float(np.mean(v["svmax"])))
-            for (b, d), v in sorted(groups.items())]
+    """Per (b, d): mean R@1 of each variant and SVMax − vanilla paired by seed, with its interval."""
+    rows = []
+    for (b, d), gains in _sweep_cells(results).items():
+        cell = [r for r in results["sweep"] if (r["batch_size"], r["embedding_dim"]) == (b, d)]
+        gain = seed_interval(list(gains.values()), what="paired t over")
+        rows.append(dict(b=b, d=d, seeds=len(gains), gain=gain.value, gain_low=gain.low, gain_high=gain.high,
+                         **{v: _mean_std([_r1(r) for r in cell if r["variant"] == v])[0]
+                            for v in ("vanilla", "svmax")}))
+    return rows
 
 
-def gan_table(results: dict, last: int = 3) -> list[dict[str, Any]]:
+def gan_table(results: dict, last: int = LAST_CHECKPOINTS) -> list[dict[str, Any]]:
     """Modes covered (of 8) and high-quality fraction over seeds and the last ``last`` checkpoints."""
     groups: dict[tuple, list[dict]] = {}
     for r in results["gan"]:
         groups.setdefault((r["lr"], r["unroll_steps"], r["lam"]), []).append(r)
-    rows = []
-    for (lr, unroll, lam), runs in groups.items():
-        per_seed_modes = [float(np.mean(r["modes_covered"][-last:])) for r in runs]
-        per_seed_quality = [float(np.mean(r["high_quality"][-last:])) for r in runs]
-        modes, quality = _mean_std(per_seed_modes), _mean_std(per_seed_quality)
-        name = ("unrolled" if unroll else "vanilla") + (" + SVMax" if lam else "")
-        rows.append(dict(lr=lr, row=name, lam=lam, unroll_steps=unroll, modes=modes[0], modes_std=modes[1],
-                         quality=quality[0], quality_std=quality[1], seeds=len(runs)))
-    return rows
-
-
-def _r1(table: list[dict], loss: str, lr: float, variant: str, lam: float | None = None) -> float:
-    for row in table:
-        if row["loss"] == loss and row["lr"] == lr and row["variant"] == variant and (lam is None or row["lam"] == lam):
-            return row["r1"]
-    raise KeyError((loss, lr, variant, lam))
-
-
-def claims(results: dict) -> list[Claim]:
-    """The spec's "Expected outcomes" 1–6, measured on ``results``."""
-    cfg = SVMaxConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in results["config"].items()})
-    table = grid_table(results)
-    high, low = max(cfg.lrs), min(cfg.lrs)
-    bounds = results["bounds"]
-    worst_bound = max(bounds["worst_violation"], bounds["collapsed_error"], bounds["isotropic_error"])
-    out = [Claim("1. bounds hold (float64)", "L ≤ s_μ ≤ U; collapsed = L, isotropic = U",
-                 worst_bound, "worst violation or error < 1e-6", worst_bound < 1e-6)]
-
-    gap_high = _r1(table, "contrastive", high, "svmax") - _r1(table, "contrastive", high, "vanilla")
-    gap_low = _r1(table, "contrastive", low, "svmax") - _r1(table, "contrastive", low, "vanilla")
-    out.append(Claim(f"2a. contrastive R@1 gain at lr {high}", "+15.5 R@1 (CUB, lr 0.01)", gap_high,
-                     f"mean over {cfg.num_seeds} seeds ≥ +0.10", gap_high >= 0.10))
-    out.append(Claim(f"2b. gain at lr {high} > gain at lr {low}", "gains largest at large lr",
-                     gap_high - gap_low, f"gap({high}) − gap({low}) > 0", gap_high > gap_low))
-
-    spread_gaps = [next(r["spread"] for r in table if r["loss"] == loss and r["lr"] == lr and r["variant"] == "svmax"
-                        and r["lam"] == PAPER_LAMBDA[loss])
-                   - next(r["spread"] for r in table if r["loss"] == loss and r["lr"] == lr and r["variant"] == "vanilla")
-                   for loss in cfg.losses for lr in cfg.lrs]
-    out.append(Claim("3. normalized spread higher with SVMax", "embeddings spread over all dimensions",
-                     min(spread_gaps), f"smallest gain over {len(spread_gaps)} loss × lr cells > 0",
-                     min(spread_gaps) > 0))
-
-    if "triplet" in cfg.losses:
-        lam1_minus_lam01 = max(_r1(table, "triplet", lr, "svmax", 1.0) - _r1(table, "triplet", lr, "svmax", 0.1)
-                               for lr in cfg.lrs)
-        lam01_vs_vanilla = min(_r1(table, "triplet", lr, "svmax", 0.1) - _r1(table, "triplet", lr, "vanilla")
-                               for lr in cfg.lrs)
-        out.append(Claim("4a. triplet: λ=1 not better than λ=0.1", "SOP: λ=1 loses 8.15 R@1",
-                         lam1_minus_lam01, "max over lrs of R@1(λ=1) − R@1(λ=0.1) ≤ 0", lam1_minus_lam01 <= 0,
-                         asserted_at=(),
-                         detail="shown, not asserted: at this scale the two λ differ by about the seed "
-                                "spread, with either sign depending on the seeds"))
-        out.append(Claim("4b. triplet: λ=0.1 on par with vanilla or better", "SOP: 71.48 vs 71.96",
-                         lam01_vs_vanilla, "min over lrs of R@1(λ=0.1) − R@1(vanilla) ≥ −0.03",
-                         lam01_vs_vanilla >= -0.03, asserted_at=("full",)))
-
-    sweep = sweep_table(results)
-    worst_cell = min((row["svmax"] - row["vanilla"] for row in sweep), default=None)
-    out.append(Claim("5. one λ works for every b, d", "Fig. 5: b ∈ {288, 72}, d ∈ {256, 64}", worst_cell,
-                     f"SVMax − vanilla R@1 > 0 in all {len(sweep)} cells (b ≥ d)",
-                     worst_cell is not None and worst_cell > 0, asserted_at=("full",)))
-
-    gan = gan_table(results)
-    collapse_lr = max(cfg.gan_lrs)
-    modes = {row["row"]: row["modes"] for row in gan if row["lr"] == collapse_lr}
-    gan_gain = modes["vanilla + SVMax"] - modes["vanilla"]
-    out.append(Claim(f"6. ring GAN (lr {collapse_lr}): SVMax covers ≥ modes", "Fig. 3, qualitative, one seed",
-                     gan_gain, f"mean modes covered (SVMax − vanilla) ≥ 0 over {cfg.gan_seeds} seeds",
-                     gan_gain >= 0, asserted_at=(),
-                     detail="weak claim: seed noise dominates; shown, never asserted"))
-    return out
+    return [dict(lr=lr, row=("unrolled" if unroll else "vanilla") + (" + SVMax" if lam else ""), lam=lam,
+                 unroll_steps=unroll, seeds=len(runs),
+                 **_summary(runs, modes=lambda r: _modes(r, last), quality=lambda r: _quality(r, last)))
+            for (lr, unroll, lam), runs in groups.items()]
 
 
 def circle_spread(results: dict) -> dict[str, list[float]]:
     """Normalized spread (s_μ − L)/(U − L) of the unit-circle embeddings after each epoch."""
     return {run["variant"]: [float(svmax.normalized_spread(torch.as_tensor(E, dtype=torch.float64)))
                              for E in run["embeddings"]] for run in results["circle"]}
+
+
+# ---- claims: every comparison paired by seed (vanilla and SVMax share each seed's init and batches) ----
+
+TRIPLET_PAR_MARGIN = -0.03  # the spec's "within ±0.03 R@1 of vanilla or better"
+EVERY_CELL_RULE = ("held: every cell's 95 % interval on the claimed side; not reproduced: one cell's "
+                   "Bonferroni interval on the other (see every_cell)")
+PAIRED = ("noise: training seeds; vanilla and SVMax runs of a seed share its initialisation and batches, "
+          "and every run is tested on the same held-out images, so each seed gives one paired difference")
+GAN_PAIRED = ("noise: training seeds; both runs of a seed share its initialisation, data stream and the "
+              "2,500 latent draws they are scored on")
+# Where the notebook asserts a claim: only where measured held at that budget. At quick (3 seeds)
+# claim 3 held with its weakest cell's interval at [+0.17, +0.31] and 4b at [+0.03, +0.22] (threshold
+# −0.03); 2a, 2b and 4a were inconclusive. Full-budget assertions wait for a full run measured on this rule.
+ASSERTED: dict[str, tuple[str, ...]] = {"2a": (), "2b": (), "3": ("quick",), "4a": (), "4b": ("quick",), "5": ()}
+
+
+def _seed_gains(runs: list[dict], value, method: dict, control: dict) -> dict[int, float]:
+    """``{seed: value(method run) − value(control run)}`` over the seeds both were trained with."""
+    def by_seed(fields: dict) -> dict[int, float]:
+        return {r["seed"]: value(r) for r in runs if all(r[k] == v for k, v in fields.items())}
+
+    a, b = by_seed(method), by_seed(control)
+    if not a.keys() & b.keys():
+        raise ValueError(f"no seed has both {method} and {control}: cannot pair them")
+    return {s: a[s] - b[s] for s in sorted(a.keys() & b.keys())}
+
+
+def _vanilla(**fields) -> dict:
+    return dict(variant="vanilla", **fields)
+
+
+def _svmax(loss: str, lam: float | None = None, **fields) -> dict:
+    return dict(variant="svmax", loss=loss, lam=PAPER_LAMBDA[loss] if lam is None else lam, **fields)
+
+
+def _sweep_cells(results: dict) -> dict[tuple[int, int], dict[int, float]]:
+    cells = sorted({(r["batch_size"], r["embedding_dim"]) for r in results["sweep"]})
+    return {(b, d): _seed_gains(results["sweep"], _r1, dict(variant="svmax", batch_size=b, embedding_dim=d),
+                                dict(variant="vanilla", batch_size=b, embedding_dim=d)) for b, d in cells}
+
+
+def cell_claims(results: dict) -> dict[str, tuple[dict[str, dict[int, float]], float, str]]:
+    """The claims about *every* cell of a grid: ``{claim: ({cell: {seed: gain}}, threshold, direction)}``."""
+    cfg, grid = _config(results), results["grid"]
+    out = {"3": ({f"{loss}, lr {lr:g}": _seed_gains(grid, lambda r: r["spread"], _svmax(loss, lr=lr),
+                                                     _vanilla(loss=loss, lr=lr))
+                  for loss in cfg.losses for lr in cfg.lrs}, 0.0, ">")}
+    if "triplet" in cfg.losses:
+        out["4a"] = ({f"lr {lr:g}": _seed_gains(grid, _r1, _svmax("triplet", 1.0, lr=lr), _svmax("triplet", 0.1, lr=lr))
+                      for lr in cfg.lrs}, 0.0, "<")
+        out["4b"] = ({f"lr {lr:g}": _seed_gains(grid, _r1, _svmax("triplet", 0.1, lr=lr), _vanilla(loss="triplet", lr=lr))
+                      for lr in cfg.lrs}, TRIPLET_PAR_MARGIN, ">")
+    if results["sweep"]:
+        out["5"] = ({f"b={b}, d={d}": gains for (b, d), gains in _sweep_cells(results).items()}, 0.0, ">")
+    return out
+
+
+def every_cell(cells: dict[str, dict[int, float]], threshold: float, direction: str) -> tuple[str, Estimate]:
+    """The cell and estimate that decide "every cell lies ``direction`` ``threshold``".
+
+    An intersection–union test: the claim is **held** when each cell's own 95 % interval lies on the
+    claimed side (for a claim about every cell this is a 95 % test with no multiplicity correction);
+    it is shown by its weakest cell. It is **not reproduced** when some cell's interval lies on the
+    other side even at the Bonferroni level 1 − 0.05/k over the k cells (one noisy cell out of k is
+    not evidence); shown by that cell. Otherwise it is **inconclusive**, shown by the weakest cell at
+    the Bonferroni level (an interval that then contains the threshold). No max or min of noisy
+    point estimates is taken as if it were one estimate.
+    """
+    k = len(cells)
+    strict_level = 1 - (1 - LEVEL) / k
+    usual = {n: seed_interval(list(g.values()), what="paired t over") for n, g in cells.items()}
+    strict = {n: seed_interval(list(g.values()), level=strict_level, what="paired t over")
+              for n, g in cells.items()}
+    sign = 1.0 if direction == ">" else -1.0
+    weakest = min(cells, key=lambda n: (usual[n].low if sign > 0 else -usual[n].high, sign * usual[n].value))
+    if verdict(usual[weakest], threshold, direction) == "held":
+        return weakest, dataclasses.replace(usual[weakest], method=f"{usual[weakest].method}; "
+                                                                    f"weakest of {k} cells: {weakest}")
+    refuting = [n for n in cells if verdict(strict[n], threshold, direction) == "not reproduced"]
+    name = min(refuting, key=lambda n: sign * strict[n].value) if refuting else weakest
+    role = "refuting cell" if refuting else "weakest cell"
+    return name, dataclasses.replace(strict[name], method=f"{strict[name].method} at {100 * strict_level:.1f} % "
+                                                          f"(Bonferroni over {k} cells); {role}: {name}")
+
+
+def cell_table(results: dict) -> list[dict[str, Any]]:
+    """Every cell of the every-cell claims: its paired difference and 95 % interval over seeds."""
+    rows = []
+    for claim, (cells, threshold, direction) in cell_claims(results).items():
+        for cell, gains in cells.items():
+            estimate = seed_interval(list(gains.values()), what="paired t over")
+            rows.append(dict(claim=claim, cell=cell, seeds=len(gains), difference=estimate.value,
+                             low=estimate.low, high=estimate.high, check=f"{direction} {threshold:+g}",
+                             verdict=verdict(estimate, threshold, direction)))
+    return rows
+
+
+def _config(results: dict) -> SVMaxConfig:
+    return SVMaxConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in results["config"].items()})
+
+
+
+def _every_cell_claim(name: str, paper: str, cells: dict, threshold: float, direction: str, check: str,
+                      grid: str, asserted_at: tuple = ()) -> Claim:
+    _, estimate = every_cell(cells, threshold, direction)
+    return Claim.compare(name, paper, estimate, threshold=threshold, direction=direction,
+                         check=f"{check} in each of {len(cells)} {grid} cells", asserted_at=asserted_at,
+                         detail=f"{PAIRED}. {EVERY_CELL_RULE}.")
+
+
+def claims(results: dict) -> list[Claim]:
+    """The spec's "Expected outcomes" 2–6, measured on ``results`` (outcome 1, the bounds, is an
+    invariant: tests/methods/test_svmax.py checks it in float64)."""
+    cfg, grid = _config(results), results["grid"]
+    high, low = max(cfg.lrs), min(cfg.lrs)
+    gain_high = _seed_gains(grid, _r1, _svmax("contrastive", lr=high), _vanilla(loss="contrastive", lr=high))
+    gain_low = _seed_gains(grid, _r1, _svmax("contrastive", lr=low), _vanilla(loss="contrastive", lr=low))
+    both = sorted(gain_high.keys() & gain_low.keys())
+    out = [
+        Claim.compare(f"2a. contrastive R@1 gain at lr {high:g}", "+15.5 R@1 (CUB, lr 0.01)",
+                      seed_interval(list(gain_high.values()), what="paired t over"), threshold=0.10,
+                      check="R@1(SVMax) − R@1(vanilla) > +0.10", asserted_at=ASSERTED["2a"], detail=PAIRED),
+        Claim.compare(f"2b. gain at lr {high:g} > gain at lr {low:g}", "gains largest at large lr",
+                      seed_interval([gain_high[s] - gain_low[s] for s in both], what="paired t over"),
+                      check=f"gain(lr {high:g}) − gain(lr {low:g}) > 0", asserted_at=ASSERTED["2b"],
+                      detail=PAIRED + " (all four runs of a seed enter its difference of gains)"),
+    ]
+    cells = cell_claims(results)
+    out.append(_every_cell_claim("3. normalized spread higher with SVMax", "embeddings spread over all dimensions",
+                                 *cells["3"], "spread(SVMax) − spread(vanilla) > 0", "loss × lr",
+                                 ASSERTED["3"]))
+    if "4a" in cells:
+        out.append(_every_cell_claim("4a. triplet: λ=1 not better than λ=0.1", "SOP: λ=1 loses 8.15 R@1",
+                                     *cells["4a"], "R@1(λ=1) − R@1(λ=0.1) < 0 (λ=1 measurably worse)", "lr",
+                                     ASSERTED["4a"]))
+        out.append(_every_cell_claim("4b. triplet: λ=0.1 on par with vanilla or better", "SOP: 71.48 vs 71.96",
+                                     *cells["4b"], "R@1(λ=0.1) − R@1(vanilla) > −0.03", "lr", ASSERTED["4b"]))
+    if "5" in cells:
+        out.append(_every_cell_claim("5. one λ works for every b, d", "Fig. 5: b ∈ {288, 72}, d ∈ {256, 64}",
+                                     *cells["5"], "R@1(SVMax) − R@1(vanilla) > 0", "b × d (b ≥ d)", ASSERTED["5"]))
+    else:
+        out.append(Claim.not_measured("5. one λ works for every b, d", "Fig. 5: b ∈ {288, 72}, d ∈ {256, 64}",
+                                      check="R@1(SVMax) − R@1(vanilla) > 0 in every b × d cell",
+                                      detail="the b/d sweep runs at the full budget"))
+    out += [_gan_claim(results, max(cfg.gan_lrs), unrolled=False),
+            _gan_claim(results, max(cfg.gan_unrolled_lrs, default=None), unrolled=True)]
+    return out
+
+
+def _gan_claim(results: dict, lr: float | None, unrolled: bool) -> Claim:
+    row = "unrolled" if unrolled else "vanilla"
+    name = f"6{'b' if unrolled else 'a'}. ring GAN, {row} D: SVMax covers more modes"
+    check = f"modes covered (of 8; mean of the last {LAST_CHECKPOINTS} checkpoints): {row} + SVMax − {row} > 0"
+    if lr is None:
+        return Claim.not_measured(name, "Fig. 3, qualitative, one seed", check=check,
+                                  detail="the unrolled rows run at the full budget")
+    runs = [r for r in results["gan"] if r["lr"] == lr and bool(r["unroll_steps"]) == unrolled]
+    gains = _seed_gains(runs, _modes, dict(lam=max(r["lam"] for r in runs)), dict(lam=0.0))
+    return Claim.compare(f"{name} (lr {lr:g})", "Fig. 3, qualitative, one seed",
+                         seed_interval(list(gains.values()), what="paired t over"), check=check,
+                         detail=f"{GAN_PAIRED}. The spec calls this "
+                                "effect weak and dominated by seed noise; never asserted.")

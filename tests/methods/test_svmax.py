@@ -41,6 +41,27 @@ def test_random_unit_rows_lie_between_the_bounds():
             assert svmax.lower_bound(b, d) - 1e-9 <= s_mu <= svmax.upper_bound(b, d) + 1e-9
 
 
+# The spec's outcome 1 is an invariant of the math, so it is checked here rather than claimed.
+SPEC_SIZES = [(150, 16), (144, 128), (40, 2), (64, 64), (300, 32)]
+
+
+@pytest.mark.parametrize("b, d", SPEC_SIZES)
+def test_bounds_hold_in_float64(b, d):
+    """L <= s_mu <= U for random unit rows; a collapsed batch gives L and stacked bases U (|error| < 1e-6)."""
+    lower, upper = svmax.lower_bound(b, d), svmax.upper_bound(b, d)
+    for seed in range(20):
+        E = svmax.random_unit_batch(b, d, generator(seed))
+        assert E.dtype == torch.float64
+        assert lower - 1e-12 <= svmax.mean_singular_value(E).item() <= upper + 1e-12
+    collapsed = svmax.collapsed_batch(b, d, generator(b))
+    assert collapsed.dtype == torch.float64
+    assert abs(svmax.mean_singular_value(collapsed).item() - lower) < 1e-6
+    if b % d == 0:
+        stack = svmax.orthonormal_stack(b // d, d, generator(d))
+        assert stack.dtype == torch.float64
+        assert abs(svmax.mean_singular_value(stack).item() - upper) < 1e-6
+
+
 def test_mean_singular_value_matches_numpy_svd():
     rng = np.random.default_rng(0)
     for b, d in [(20, 5), (7, 7), (64, 16)]:

@@ -133,9 +133,9 @@ def test_summary_figures(results):
     sweep = views.plot_sweep(results)
     assert not sweep.data and "full budget" in sweep.layout.annotations[0].text
     run = results["grid"][0]
-    fake = dict(results, sweep=[dict(run, batch_size=b, embedding_dim=d, variant=v,
-                                     recall={"1": 0.5 + 0.1 * (v == "svmax")})
-                                for b in (40, 80) for d in (8, 16) for v in ("vanilla", "svmax")])
+    fake = dict(results, sweep=[dict(run, batch_size=b, embedding_dim=d, variant=v, seed=seed,
+                                     recall={"1": 0.5 + 0.01 * seed + 0.1 * (v == "svmax")})
+                                for b in (40, 80) for d in (8, 16) for v in ("vanilla", "svmax") for seed in (0, 1)])
     heat = views.plot_sweep(fake).data[0]
     np.testing.assert_allclose(heat.z, np.full((2, 2), 0.1), atol=1e-6)
 
@@ -174,13 +174,37 @@ def test_retrieval_explorer_trains_through_the_cache(results):
     panel = views.retrieval_explorer(results)
     assert isinstance(panel, ipywidgets.Widget)
     table, curves = panel.items
-    assert list(table.data[0].cells.values[0]) == ["vanilla", "SVMax, λ=1"]
+    assert [row[0] for row in table.cells()] == ["vanilla", "SVMax, λ=1"]
     r1 = next(r["recall"]["1"] for r in results["grid"] if r["variant"] == "svmax" and r["lr"] == 0.5)
-    assert table.data[0].cells.values[1][1] == f"{r1:.3f}"  # the chapter's run, from the cache
+    assert table.cells()[1][1] == f"{r1:.3f}"  # the chapter's run, from the cache
+    assert "Recall@1 on digits 5–9" in table._repr_html_()  # a full header, not a plotly table
     panel.controls["variant"].value = "spread_out"
     assert panel.items[0] is table  # nothing happens before the click
     panel.button.click()
-    assert list(panel.items[0].data[0].cells.values[0]) == ["vanilla", "spread-out, λ=1"]
+    assert [row[0] for row in panel.items[0].cells()] == ["vanilla", "spread-out, λ=1"]
     assert PLOTLY_MIME in panel.output.outputs[1]["data"]
     panel.controls["loss"].value = "triplet"
     assert panel.controls["lam"].value == pytest.approx(ex.PAPER_LAMBDA["triplet"])
+
+
+def test_result_tables_have_full_headers_and_drop_one_seed_stds(results):
+    grid = views.retrieval_table(results)
+    assert len(grid.rows) == len(ex.grid_table(results))
+    assert "Recall@1 on digits 5–9" in repr(grid)
+    assert not any("±" in cell for row in grid.cells() for cell in row)  # smoke: one seed, no std
+    ablation = views.ablation_results(results)
+    assert [row[0] for row in ablation.cells()] == [label for label, *_ in ex.ABLATIONS]
+    assert "b=15 < d=16" in ablation.cells()[-1][-1] and ablation.cells()[0][-1] == "—"
+    gan = views.gan_results(results)
+    assert [row[1] for row in gan.cells()] == ["vanilla", "vanilla + SVMax"]
+    assert "samples within 3σ of a mode (%)" in repr(gan)
+    cells = views.cells_table(results)
+    assert {row[0] for row in cells.cells()} == {"3"} and all(row[3] == "none (one seed)" for row in cells.cells())
+
+
+def test_tables_show_the_std_over_several_seeds(results):
+    fake = copy.deepcopy(results)
+    fake["grid"] += [dict(r, seed=1, recall={**r["recall"], "1": r["recall"]["1"] + 0.1}) for r in results["grid"]]
+    cells = views.retrieval_table(fake).cells()
+    assert all(row[3].endswith("± 0.071") for row in cells)  # the sample std of two values 0.1 apart
+    assert "[" in repr(views.cells_table(fake))
