@@ -44,7 +44,7 @@ def scene_config(image_size: int, contrast: float, clutter: float) -> SceneConfi
                        clutter=clutter, texture=clutter, size_mix=(0.3, 0.4, 0.3))
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=3)  # one per training seed of the chapter
 def scenes(image_size: int, contrast: float, clutter: float, num_train: int, num_test: int, seed: int):
     """Training and test scenes (disjoint random streams: seeds ``seed`` and ``seed + 1``)."""
     config = scene_config(image_size, contrast, clutter)
@@ -88,52 +88,72 @@ def _crop_accuracy(model, head, X, y) -> float:
     return correct / len(X)
 
 
-def pretrain(image_size: int, contrast: float, clutter: float, num_crops: int, crop_size: int, steps: int,
-             lr: float, seed: int, keep: float = 1.0, rewind_frac: float = 0.1, batch_size: int = 64,
-             widths: tuple = (16, 32, 64, 64)) -> dict:
-    """Train the detector's ``base`` (plus a linear classifier) to classify single-shape crops.
-
-    With ``keep < 1`` this is the ImageNet-ticket stand-in: the dense pretraining is pruned once,
-    globally over every base conv (fc stays dense, as in the official ImageNet IMP), rewound to
-    ``rewind_frac`` of pretraining and retrained with the mask. Returns the base's state, its
-    mask (or None), held-out crop accuracy and the loss history.
-    """
+def _crop_task(image_size: int, contrast: float, clutter: float, num_crops: int, crop_size: int, lr: float,
+               seed: int, batch_size: int, widths: tuple, batch_seed: int) -> dict:
+    """The pretraining task: the detector's ``base`` plus a linear classifier on single-shape crops."""
     config = scene_config(image_size, contrast, clutter)
     X, y = make_object_crops(num_crops, config, seed=seed + 2, size=crop_size)
     X_test, y_test = make_object_crops(500, config, seed=seed + 3, size=crop_size)
     model = make_detector(seed, widths)
     head = torch.nn.Linear(model.base.out_channels, len(CLASSES))
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(batch_seed)
     params = torch.nn.ModuleDict({"base": model.base, "classifier": head})
     optimizer = torch.optim.AdamW(params.parameters(), lr=lr, weight_decay=1e-4)
-    rewind_step = int(rewind_frac * steps)
 
     def step_fn(_, step):
         idx = torch.randint(len(X), (batch_size,), generator=generator)
         logits = head(model.base((X[idx] - 0.5) / 0.25).mean((2, 3)))
         return {"loss": F.cross_entropy(logits, y[idx])}
 
-    saved = {0: lottery.checkpoint(params, optimizer, 0)}
+    def accuracy() -> float:
+        return _crop_accuracy(model, head, X_test, y_test)
+
+    return dict(model=model, params=params, optimizer=optimizer, step_fn=step_fn, accuracy=accuracy)
+
+
+def pretrain(image_size: int, contrast: float, clutter: float, num_crops: int, crop_size: int, steps: int,
+             lr: float, seed: int, rewind_frac: float = 0.1, batch_size: int = 64,
+             widths: tuple = (16, 32, 64, 64)) -> dict:
+    """Train the detector's ``base`` (plus a linear classifier) to classify single-shape crops.
+
+    Returns the base's state, held-out crop accuracy, the loss history and the rewind checkpoint
+    (``rewind_frac`` of pretraining, classifier and optimizer included) that ``prune_pretrained``
+    rewinds to.
+    """
+    task = _crop_task(image_size, contrast, clutter, num_crops, crop_size, lr, seed, batch_size, widths, seed)
+    params, optimizer = task["params"], task["optimizer"]
+    rewind_step = int(rewind_frac * steps)
+    saved = {"rewind": lottery.checkpoint(params, optimizer, 0)}
 
     class SaveRewind(Hook):
         def after_step(self, state):
             if state.step + 1 == rewind_step:
-                saved[rewind_step] = lottery.checkpoint(params, optimizer, rewind_step)
+                saved["rewind"] = lottery.checkpoint(params, optimizer, rewind_step)
 
-    batches = itertools.repeat(None)
-    history = fit(params, batches, step_fn, [optimizer], steps, hooks=[SaveRewind()], log_every=10,
-                  desc="pretrain", progress=False)
-    masks = None
-    if keep < 1.0:
-        weights = lottery.prunable_weights(params, ("base",))
-        masks = lottery.global_magnitude_masks(weights, keep)
-        lottery.rewind(params, optimizer, saved[rewind_step], masks)
-        lottery.enforce_masks(params, masks, optimizer)
-        history = fit(params, batches, step_fn, [optimizer], steps - rewind_step, log_every=10,
-                      desc="pretrain ticket", progress=False)
-    base_state = {k: v.clone() for k, v in model.base.state_dict().items()}
-    base_masks = None if masks is None else {k.removeprefix("base."): v for k, v in masks.items()}
-    return dict(base=base_state, masks=base_masks, accuracy=_crop_accuracy(model, head, X_test, y_test),
+    history = fit(params, itertools.repeat(None), task["step_fn"], [optimizer], steps, hooks=[SaveRewind()],
+                  log_every=10, desc="pretrain", progress=False)
+    return dict(base={k: v.clone() for k, v in task["model"].base.state_dict().items()}, masks=None,
+                accuracy=task["accuracy"](), loss=history["loss"], keep=1.0, rewind=saved["rewind"])
+
+
+def prune_pretrained(pretrain_file: str, keep: float, image_size: int, contrast: float, clutter: float,
+                     num_crops: int, crop_size: int, steps: int, lr: float, seed: int, batch_size: int = 64,
+                     widths: tuple = (16, 32, 64, 64)) -> dict:
+    """The ImageNet-ticket stand-in: prune the dense pretraining (``pretrain_file``) once, globally
+    over every base conv (fc stays dense, as in the official ImageNet IMP), rewind to its saved
+    checkpoint and retrain the rest of the pretraining schedule with the mask. Returns what
+    ``pretrain`` does, with the base's mask."""
+    dense = _load(pretrain_file)
+    task = _crop_task(image_size, contrast, clutter, num_crops, crop_size, lr, seed, batch_size, widths, seed + 1)
+    params, optimizer = task["params"], task["optimizer"]
+    task["model"].base.load_state_dict(dense["base"])
+    masks = lottery.global_magnitude_masks(lottery.prunable_weights(params, ("base",)), keep)
+    start = lottery.rewind(params, optimizer, dense["rewind"], masks)
+    lottery.enforce_masks(params, masks, optimizer)
+    history = fit(params, itertools.repeat(None), task["step_fn"], [optimizer], steps - start, log_every=10,
+                  desc="pretrain ticket", progress=False)
+    return dict(base={k: v.clone() for k, v in task["model"].base.state_dict().items()},
+                masks={k.removeprefix("base."): v for k, v in masks.items()}, accuracy=task["accuracy"](),
                 loss=history["loss"], keep=keep)
 
 
@@ -249,15 +269,18 @@ def _summary(model, masks, history, test, num_folds, **extra) -> dict:
 
 
 def ticket(data: dict, train: dict, dense_file: str, method: str, keep: float, rewind_step: int,
-           num_folds: int, num_rounds: int = 2, modules: tuple | None = None) -> dict:
+           num_folds: int, num_rounds: int = 2, modules: tuple | None = None, restart: bool = False) -> dict:
     """Prune the dense run's final weights, rewind to ``rewind_step`` and retrain with the mask.
 
+    Retraining resumes the dense schedule at ``rewind_step`` with its optimizer state (the VOC
+    recipe); ``restart=True`` retrains the whole schedule from step 0 with a fresh optimizer from the
+    rewound weights (the COCO recipe), so tickets rewound to different points get the same steps.
+
     ``method``: ``global`` / ``layerwise`` (Eq. 2), ``iterative`` (global, ``num_rounds`` rounds
-    of Eq. 1, each rewinding to the same point), ``random_reinit`` (the global mask on freshly
-    drawn weights — every module re-initialised, the backbone included — trained from the rewind
-    iteration with a fresh optimizer) or ``random_mask`` (the global mask's per-layer counts at
-    random positions, on the rewound weights). ``modules`` picks the prunable set (None: the COCO
-    rule; a tuple: every weight of those modules, the VOC code's module switch).
+    of Eq. 1, each rewinding to the same point), ``random_reinit`` or ``random_mask`` (controls,
+    see ``_reinit``; the random mask has the global mask's per-layer counts at random positions,
+    on the rewound weights). ``modules`` picks the prunable set (None: the COCO rule; a tuple: every
+    weight of those modules, the VOC code's module switch).
     """
     check_choice("method", method, METHODS[:-1])
     _, test = scenes(**data)
@@ -265,6 +288,7 @@ def ticket(data: dict, train: dict, dense_file: str, method: str, keep: float, r
     if rewind_step not in dense["checkpoints"]:
         raise ValueError(f"rewind_step={rewind_step!r} is not valid; the dense run saved {sorted(dense['checkpoints'])}")
     saved = dense["checkpoints"][rewind_step]
+    start, optimizer_state = (0, None) if restart else (rewind_step, saved["optimizer"])
     model = make_detector(train["seed"])
     model.load_state_dict(dense["state"])
     weights = detector_weights(model, modules)
@@ -275,7 +299,7 @@ def ticket(data: dict, train: dict, dense_file: str, method: str, keep: float, r
         for keep_r in lottery.keep_schedule(keep, num_rounds):
             masks = lottery.global_magnitude_masks(detector_weights(model, modules), keep_r, masks)
             lottery.rewind(model, None, saved, masks)
-            history = _retrain(model, masks, data, train, rewind_step, saved["optimizer"])
+            history = _retrain(model, masks, data, train, start, optimizer_state)
             rounds.append(dict(keep=keep_r, sparsity=lottery.sparsity(model, masks), **evaluate(model, test, num_folds)))
         expected = lottery.kept_count(keep_r, sum(w.numel() for w in weights.values()))
         return _summary(model, masks, history, test, num_folds, rounds=rounds, expected_kept=expected)
@@ -283,13 +307,24 @@ def ticket(data: dict, train: dict, dense_file: str, method: str, keep: float, r
     expected = (sum(lottery.kept_count(keep, w.numel()) for w in weights.values()) if method == "layerwise"
                 else lottery.kept_count(keep, sum(w.numel() for w in weights.values())))
     if method == "random_reinit":
-        model = make_detector(train["seed"] + 7919)
-        lottery.apply_masks(model, masks)
-        history = _retrain(model, masks, data, train, rewind_step, None)
+        model = _reinit(train["seed"], dense["checkpoints"][0]["model"], masks)
+        history = _retrain(model, masks, data, train, 0, None)
     else:
         lottery.rewind(model, None, saved, masks)
-        history = _retrain(model, masks, data, train, rewind_step, saved["optimizer"])
+        history = _retrain(model, masks, data, train, start, optimizer_state)
     return _summary(model, masks, history, test, num_folds, expected_kept=expected)
+
+
+def _reinit(seed: int, initial_state: dict, masks: dict) -> TinyDetector:
+    """The random re-init control, fair to the pretraining: the pretrained ``base`` (the dense run's
+    step-0 weights, as the ticket's own backbone started) and freshly drawn ``rpn``, ``top`` and
+    ``heads`` (another seed than the dense run's draw), with the ticket's mask. It is trained the
+    whole schedule from step 0, as many steps as the ticket's weights saw (dense steps up to the
+    rewind point, then retraining), so the two arms differ only in the randomly drawn values."""
+    model = make_detector(seed + 7919)
+    model.base.load_state_dict({k.removeprefix("base."): v for k, v in initial_state.items() if k.startswith("base.")})
+    lottery.apply_masks(model, masks)
+    return model
 
 
 def transfer_ticket(data: dict, train: dict, pretrain_file: str, dense_file: str, num_folds: int) -> dict:

@@ -14,19 +14,21 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from labkit.data.scenes import coco_area_ranges
 from labkit.experiments import lottery as experiment
 from labkit.experiments import lottery_runs as runs
 from labkit.methods import lottery
 from labkit.models.tiny_detector import lr_factor
-from labkit.viz import plots, widgets
+from labkit.viz import plots, tables, widgets
 from labkit.viz.plots import PALETTE, band_traces, bound_trace, compact, rgba, style, subplot_refs
+from labkit.viz.tables import Column
 
 # section -> (legend label, colour, marker symbol): the paper's ticket orange, controls grey-blue
 METHODS = {
     "global": ("global one-shot ticket", "#F28E2B", "circle"),
     "layerwise": ("layer-wise one-shot", "#B8560F", "diamond"),
     "iterative": ("iterative (with its rounds)", "#E15759", "square"),
-    "random_reinit": ("ticket mask, random re-init", "#9CA3AF", "x"),
+    "random_reinit": ("ticket mask, heads re-drawn", "#9CA3AF", "x"),
     "random_mask": ("random mask, rewound weights", "#5F7A9A", "cross"),
     "transfer": ("transfer (sparse pretrained backbone)", "#59A14F", "triangle-up"),
     "modules": ("module subsets", "#B07AA1", "star"),
@@ -37,6 +39,10 @@ MODULE_COLOURS = {"base": "#4E79A7", "rpn": "#59A14F", "top": "#F28E2B", "heads"
 DENSE = "#333333"
 EXPLORER_SPARSITIES = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 EXPLORER_IMAGES = 100
+SMALL_CROPS = 6  # small objects in the strip
+SMALL_CROP = 24  # crop side, pixels
+SCHEMES = {"global": "global threshold", "layerwise": "layer-wise (same fraction per layer)",
+           "global_initial": "global threshold on the initial weights (control)"}
 
 
 def percent(fraction: float) -> str:
@@ -75,7 +81,8 @@ def _method_traces(rows: list[dict], metric: str) -> list[go.Scatter]:
         trace = plots.errorbar_trace([100 * r["network_sparsity"] for r in mine], [r[metric] for r in mine],
                                      ci if metric == "AP" else None, name=label, colour=colour, symbol=symbol)
         detail = [f"{r['method']}{' · ' + r['modules'] if r['modules'] else ''}<br>prunable sparsity "
-                  f"{percent(r['prunable_sparsity'])} · rewind step {r['rewind_step']}" for r in mine]
+                  f"{percent(r['prunable_sparsity'])} · rewind step {r['rewind_step']} · {r['num_seeds']} seed(s)"
+                  for r in mine]
         error = " ± %{customdata[1]:.2f}" if metric == "AP" else ""
         trace.update(legendgroup=section, customdata=[[d, c] for d, c in zip(detail, ci)],
                      hovertemplate=f"%{{customdata[0]}}<br>network sparsity %{{x:.1f}} %<br>{METRICS[metric]} "
@@ -103,8 +110,9 @@ def plot_ap_vs_sparsity(results: dict) -> go.Figure:
             traces += [band, line]
         groups[name] = traces + _method_traces(rows, metric)
         updates.append({"yaxis.title.text": f"{name} (points)",
-                        "title.text": f"{name} against network sparsity" + (" (bars: 95 % interval over test "
-                                                                           "folds)" if metric == "AP" else "")})
+                        "title.text": f"{name} against network sparsity" + (" (means; bars: 95 % interval over "
+                                                                           "training seeds)" if metric == "AP" else
+                                                                           " (means over training seeds)")})
     fig = plots.figure_with_dropdown(groups, layout_updates=updates, y=1.02)
     fig.update_xaxes(title_text="network sparsity (% of all parameters pruned)", range=[-3, 103])
     return style(fig, height=500, margin=dict(t=120), legend=dict(x=1.02, y=1, xanchor="left"))
@@ -142,7 +150,7 @@ def plot_bucket_change(results: dict) -> go.Figure:
     fig.update_xaxes(title_text="prunable sparsity of the global ticket (%)",
                      tickvals=[100 * s for s in levels])
     fig.update_yaxes(title_text="relative AP change (%)")
-    return style(fig, title=title + " (bars: 95 % fold interval)", height=460)
+    return style(fig, title=title + " (means; bars: 95 % interval over seeds)", height=460)
 
 
 # ---- 3. per-layer sparsity ---------------------------------------------------------------------
@@ -161,10 +169,10 @@ def plot_layer_sparsity(results: dict) -> go.Figure:
     controls combine in the static page.
     """
     rows = results.get("layer_sparsity") or []
-    title = "Per-layer sparsity of the dense run's final weights"
+    title = "Per-layer sparsity of the dense run's weights"
     if not rows:
         return plots.plot_message("no layer sparsity table", title=title)
-    schemes = [s for s in ("global", "layerwise") if any(r["scheme"] == s for r in rows)]
+    schemes = [s for s in SCHEMES if any(r["scheme"] == s for r in rows)]
     pruned = {(r["scheme"], r["sparsity"], r["layer"]): r["pruned"] for r in rows}
     total = next((t["sparsity"]["num_parameters"] for ts in results["tickets"].values() for t in ts), None)
     steps, values = [], {s: [] for s in schemes}
@@ -195,12 +203,11 @@ def plot_layer_sparsity(results: dict) -> go.Figure:
     fig = plots.figure_with_slider(steps, prefix="prunable sparsity: ", active=len(steps) - 1)
     for trace, y in zip(fig.data, values[schemes[0]]):
         trace.y = y
-    names = {"global": "global threshold", "layerwise": "layer-wise (same fraction per layer)"}
-    fig.update_layout(updatemenus=[_menu([dict(label=names[s], method="update", args=[
-        {"y": values[s]}, {"title.text": f"{title}: {names[s]}"}]) for s in schemes])])
+    fig.update_layout(updatemenus=[_menu([dict(label=SCHEMES[s], method="update", args=[
+        {"y": values[s]}, {"title.text": f"{title}: {SCHEMES[s]}"}]) for s in schemes])])
     fig.update_xaxes(title_text="prunable tensor (input → output)", showgrid=False)
     fig.update_yaxes(title_text="pruned fraction", range=[0, 1.02], tickformat=".0%")
-    return style(fig, title=f"{title}: {names[schemes[0]]}", height=560, barmode="overlay",
+    return style(fig, title=f"{title}: {SCHEMES[schemes[0]]}", height=560, barmode="overlay",
                  margin=dict(t=120, b=150), legend=dict(x=1.02, y=1, xanchor="left"))
 
 
@@ -216,10 +223,12 @@ def lr_schedule(results: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def plot_rewind(results: dict) -> go.Figure:
-    """Ticket AP against the iteration it was rewound to, over the learning-rate schedule."""
+    """Ticket AP against the iteration it was rewound to, over the dense run's learning-rate
+    schedule. Every point retrains the whole schedule from its rewound weights (compute-matched)."""
     rows = experiment.rewind_rows(results)
     cfg = results["config"]
-    title = f"Where to rewind: ticket AP at {percent(cfg['control_sparsity'])} against the rewind point"
+    title = (f"Where to rewind: ticket AP at {percent(cfg['control_sparsity'])} against the rewind point "
+             f"(each retrains all {cfg['steps']} steps)")
     if not rows:
         return plots.plot_message("no rewind runs", title=title)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
@@ -233,12 +242,13 @@ def plot_rewind(results: dict) -> go.Figure:
         fig.add_trace(bound_trace([0, 100], [dense["AP"]] * 2, name="dense AP"))
     trace = plots.errorbar_trace([100 * r["fraction"] for r in rows], [r["AP"] for r in rows],
                                  [r["AP_ci"] for r in rows], name="ticket AP", colour=METHODS["global"][1])
-    trace.update(customdata=[r["rewind_step"] for r in rows],
-                 hovertemplate="rewound to step %{customdata} (%{x:.0f} %)<br>AP %{y:.2f}<extra></extra>")
+    trace.update(customdata=[[r["rewind_step"], r["retrained_steps"], r["num_seeds"]] for r in rows],
+                 hovertemplate="rewound to step %{customdata[0]} (%{x:.0f} %), then %{customdata[1]} steps "
+                               "retrained<br>AP %{y:.2f} (%{customdata[2]} seed(s))<extra></extra>")
     fig.add_trace(trace, secondary_y=False)
     main = 100 * cfg["rewind_frac"]
     fig.add_vline(x=main, line=dict(color=METHODS["global"][1], dash="dot", width=1.5),
-                  annotation_text=f"main tickets ({main:g} %)", annotation_position="top left")
+                  annotation_text=f"end of warm-up ({main:g} %)", annotation_position="top left")
     fig.update_xaxes(title_text="rewind point (% of training)", range=[-2, 102])
     fig.update_yaxes(title_text="AP (points)", secondary_y=False)
     fig.update_yaxes(title_text="learning rate (× lr)", secondary_y=True, showgrid=False, range=[0, 1.1])
@@ -257,12 +267,13 @@ def plot_early_bird(results: dict) -> go.Figure:
     for k, level in enumerate(sorted({r["sparsity"] for r in rows})):
         mine = sorted((r for r in rows if r["sparsity"] == level), key=lambda r: r["fraction"])
         x, y = [100 * r["fraction"] for r in mine] + [100], [r["iou"] for r in mine] + [1.0]  # the final mask itself
-        trace = plots.errorbar_trace(x, y, None, name=percent(level), colour=PALETTE[(k + 1) % len(PALETTE)])
+        ci = [r["iou_ci"] for r in mine] + [0.0]
+        trace = plots.errorbar_trace(x, y, ci, name=percent(level), colour=PALETTE[(k + 1) % len(PALETTE)])
         fig.add_trace(trace.update(hovertemplate=f"{percent(level)} sparsity<br>mask at %{{x:.0f}} % of "
                                                  "training: IoU %{y:.3f} with the final one<extra></extra>"))
     fig.update_xaxes(title_text="snapshot (% of the dense training)", range=[-2, 102])
     fig.update_yaxes(title_text="mask IoU with the final mask", range=[0, 1.03])
-    return style(fig, title=title, height=420, legend=dict(title_text="sparsity", x=1.02, y=1, xanchor="left"))
+    return style(fig, title=title + " (means; bars: 95 % interval over seeds)", height=420, legend=dict(title_text="sparsity", x=1.02, y=1, xanchor="left"))
 
 
 # ---- 6. per-class change -----------------------------------------------------------------------
@@ -318,7 +329,7 @@ def plot_modules(results: dict) -> go.Figure:
     fig = plots.plot_bars({"ticket AP": (labels, [r["AP"] for r in rows], [r["AP_ci"] for r in rows])},
                           colours={"ticket AP": METHODS["modules"][1]}, hovertext={"ticket AP": hover},
                           value_format=".2f", value_title="AP (points)", category_title="pruned subset",
-                          title=title + " (bars: 95 % fold interval)", height=440)
+                          title=title + " (bars: 95 % interval over seeds, when more than one)", height=440)
     dense = _dense_row(results)
     if _finite(dense["AP"]):
         fig.add_hline(y=dense["AP"], line=dict(color=DENSE, dash="dash", width=1.5),
@@ -377,6 +388,101 @@ def plot_detections(results: dict) -> go.Figure:
     return style(fig, title=title, height=520, legend=dict(x=1.02, y=1, xanchor="left", bgcolor="#D1D5DB"))
 
 
+# ---- 8b. small objects ---------------------------------------------------------------------------
+
+def small_objects(results: dict, max_crops: int = SMALL_CROPS) -> list[dict]:
+    """The small ground-truth objects (COCO's small bucket scaled to the image) of the viewer
+    images: image index, box, label and area, at most ``max_crops``."""
+    images = np.asarray(results.get("viewer_images", []))
+    if not len(images):
+        return []
+    limit = coco_area_ranges(images.shape[-1])["small"][1]
+    found = []
+    for i, truth in enumerate(results["viewer_truth"]):
+        boxes = np.asarray(truth["boxes"], float).reshape(-1, 4)
+        areas = np.asarray(truth.get("areas", (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])), float)
+        found += [dict(image=i, box=box, label=int(label), area=float(area))
+                  for box, label, area in zip(boxes, truth["labels"], areas) if area < limit]
+    return found[:max_crops]
+
+
+def _crop_window(box: np.ndarray, size: int) -> tuple[int, int]:
+    """Top-left corner of the ``SMALL_CROP``-pixel window centred on ``box``, kept inside the image."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    clip = lambda c: int(min(max(round(c - SMALL_CROP / 2), 0), size - SMALL_CROP))  # noqa: E731
+    return clip(cx), clip(cy)
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    x1, y1 = np.maximum(box[0], boxes[:, 0]), np.maximum(box[1], boxes[:, 1])
+    x2, y2 = np.minimum(box[2], boxes[:, 2]), np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+    return inter / np.maximum(area(box) + area(boxes) - inter, 1e-9)
+
+
+def _crop_detections(run: dict, obj: dict, corner: tuple[int, int], names: list[str], refs: dict,
+                     shown: set) -> list[go.Scatter]:
+    """A network's detections overlapping the small object (IoU ≥ 0.1), in crop coordinates: the
+    right class solid green, another class orange."""
+    found = run["viewer"][obj["image"]]
+    boxes = np.asarray(found["boxes"], float).reshape(-1, 4)
+    overlap = _iou(obj["box"], boxes) if len(boxes) else np.zeros(0)
+    labels, scores = np.asarray(found["labels"], int), np.asarray(found["scores"], float)
+    shift = np.array([corner[0], corner[1], corner[0], corner[1]], float)
+    traces = []
+    for right, (name, colour) in ((True, ("detection, right class", "#59A14F")),
+                                  (False, ("detection, other class", "#F28E2B"))):
+        pick = (overlap >= 0.1) & ((labels == obj["label"]) == right)
+        texts = [f"{names[c]} {sc:.2f} · IoU {o:.2f}" for c, sc, o in zip(labels[pick], scores[pick], overlap[pick])]
+        traces.append(_outline_trace(boxes[pick] - shift, texts, name, dict(color=colour, width=2), refs,
+                                     name not in shown and bool(pick.any())))
+        if pick.any():
+            shown.add(name)
+    return traces
+
+
+def plot_small_objects(results: dict) -> go.Figure:
+    """A strip of small test objects: the dense detector's detections (top row) against the global
+    ticket's (bottom row, the slider picks the sparsity); the ground truth dashed."""
+    objects, levels = small_objects(results), _main_levels(results)
+    title = "Small objects: dense vs the global ticket"
+    if not objects or not levels:
+        return plots.plot_message("no small objects in the viewer images, or no global tickets", title=title)
+    images, names = np.asarray(results["viewer_images"]), list(results["class_names"])
+    size = images.shape[-1]
+    fig = make_subplots(rows=2, cols=len(objects), horizontal_spacing=0.015, vertical_spacing=0.06,
+                        row_titles=["dense", "ticket"],
+                        subplot_titles=[f"{names[o['label']]}, {o['area']:.0f} px²" for o in objects])
+    shown: set = set()
+    static_traces, corners = [], [_crop_window(o["box"], size) for o in objects]
+    for col, (obj, (x0, y0)) in enumerate(zip(objects, corners), start=1):
+        crop = images[obj["image"]][:, y0:y0 + SMALL_CROP, x0:x0 + SMALL_CROP]
+        truth = np.asarray(obj["box"])[None] - np.array([x0, y0, x0, y0], float)
+        for row in (1, 2):
+            refs = subplot_refs(fig, row, col)
+            static_traces.append(go.Image(source=plots.png_source(crop), x0=0.5, y0=0.5, hoverinfo="skip", **refs))
+            static_traces.append(_outline_trace(truth, [f"truth: {names[obj['label']]}"], "ground truth",
+                                                dict(color="white", width=1.5, dash="dash"), refs,
+                                                row == 1 and col == 1))
+        static_traces += _crop_detections(results["dense"], obj, (x0, y0), names, subplot_refs(fig, 1, col), shown)
+    fig.add_traces(static_traces)
+    steps = []
+    for level in levels:
+        ticket = experiment.main_ticket(results, level)
+        traces = [t for col, (obj, corner) in enumerate(zip(objects, corners), start=1)
+                  for t in _crop_detections(ticket, obj, corner, names, subplot_refs(fig, 2, col), shown)]
+        steps.append((percent(level), traces))
+    fig = plots.figure_with_slider(steps, fig=fig, prefix="ticket's prunable sparsity: ", active=len(steps) - 1)
+    fig.update_xaxes(range=[0, SMALL_CROP], showticklabels=False, showgrid=False, ticks="", constrain="domain")
+    fig.update_yaxes(range=[SMALL_CROP, 0], showticklabels=False, showgrid=False, ticks="", constrain="domain")
+    for k in range(1, 2 * len(objects) + 1):  # square pixels in every cell
+        fig.update_layout({f"yaxis{k if k > 1 else ''}": dict(scaleanchor=f"x{k if k > 1 else ''}")})
+    return style(fig, title=f"{title} ({SMALL_CROP} px crops, detections with IoU ≥ 0.1, score ≥ "
+                            f"{runs.SCORE_FOR_VIEWER:g})", height=480,
+                 legend=dict(x=1.04, y=1, xanchor="left", bgcolor="#D1D5DB"))
+
+
 # ---- 9. training loss --------------------------------------------------------------------------
 
 def plot_loss(results: dict) -> go.Figure:
@@ -396,6 +502,57 @@ def plot_loss(results: dict) -> go.Figure:
     fig.update_yaxes(title_text="detector loss (RPN + RoI head)")
     return style(fig, title="Training loss: the dense run and the retrained global tickets", height=420,
                  legend=dict(x=1.02, y=1, xanchor="left"))
+
+
+# ---- 9b. result tables ---------------------------------------------------------------------------
+
+TABLE_LABELS = {"dense": "dense", "global": "global one-shot ticket", "layerwise": "layer-wise one-shot ticket",
+                "iterative": "iterative ticket", "random_reinit": "control: ticket mask, heads re-drawn",
+                "random_mask": "control: random mask, rewound weights", "rewind": "rewind study ticket",
+                "modules": "module-subset ticket", "transfer": "transfer ticket (sparse pretrained backbone)"}
+
+
+def _label(method: str) -> str:
+    section, _, rest = method.partition(" (")
+    return TABLE_LABELS.get(section, section) + (f" ({rest}" if rest else "")
+
+
+def _ap_cell(mean: float, half: float) -> str:
+    return tables.mean_std(mean, half, digits=2)
+
+
+def ticket_table(results: dict) -> tables.ResultTable:
+    """Every trained network: recipe, sparsities, AP means over the seeds that trained it."""
+    rows = [dict(r, method=_label(r["method"]), AP_text=_ap_cell(r["AP"], r["AP_ci"]))
+            for r in experiment.ticket_rows(results)]
+    points = dict(unit="points", digits=2)
+    columns = {"method": "Network", "modules": "Pruned modules", "rewind_step": Column("Rewound to", "step"),
+               "retrained_steps": Column("Trained with the mask", "steps"),
+               "prunable_sparsity": Column("Prunable sparsity", percent=True, digits=3),
+               "network_sparsity": Column("Network sparsity", percent=True, digits=3), "num_seeds": "Seeds",
+               "AP_text": Column("AP ± 95 % interval", "points"), "AP50": Column("AP50", **points),
+               **{f"AP_{b}": Column(f"AP {b}", **points) for b in experiment.BUCKETS}}
+    return tables.result_table([{k: (v or None) if k == "modules" else v for k, v in r.items()} for r in rows],
+                               columns, title="Every trained network (means over the seeds that trained it)",
+                               note="The interval is a 95 % t-interval over training seeds; a network trained "
+                                    "for one seed has none. AP is COCO AP@[.5:.95] in points. Steps trained with "
+                                    "the mask are per round for iterative pruning.")
+
+
+def headline_table(results: dict) -> tables.ResultTable:
+    """The headline networks of every training seed, side by side (AP in points)."""
+    rows = experiment.headline_rows(results)
+    keys = [k for k in rows[0] if k != "seed"] if rows else []
+    return tables.result_table(rows, {"seed": "Seed", **{k: Column(k, "points", digits=2) for k in keys}},
+                               title="Headline networks per training seed (AP)",
+                               note="Each seed draws its own pretraining, scenes, initialisation and batches; "
+                                    "a seed's ticket and controls derive from that seed's dense run.")
+
+
+def module_share_table(results: dict) -> tables.ResultTable:
+    rows = [dict(module=name, share=share) for name, share in results.get("module_shares", {}).items()]
+    return tables.result_table(rows, {"module": "Module", "share": Column("Share of all parameters", percent=True)},
+                               title="The detector's parameters per module")
 
 
 # ---- 10. live: prune without retraining ----------------------------------------------------------

@@ -18,7 +18,7 @@ from labkit.viz.show import PLOTLY_MIME
 from viz_checks import assert_one_group_each
 
 PLOTS = ("plot_ap_vs_sparsity", "plot_bucket_change", "plot_layer_sparsity", "plot_rewind", "plot_early_bird",
-         "plot_class_change", "plot_modules", "plot_detections", "plot_loss")
+         "plot_class_change", "plot_modules", "plot_detections", "plot_small_objects", "plot_loss")
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +43,7 @@ def dressed(results):
     """Smoke results with known APs, a second global/layer-wise sparsity (50 %) and one detection:
     dense 0.5 everywhere; the 80 % ticket 0.4 (−20 %), the 50 % ticket 0.45 (−10 %)."""
     fake = copy.deepcopy(results)
+    fake["other_seeds"] = []  # one seed: the tables show exactly the values set here
     fake["config"].update(sparsities=(0.5, 0.8), layerwise_sparsities=(0.5, 0.8))
     num_folds = len(fake["dense"]["folds"])
     fake["dense"].update(metrics=_metrics(0.5), folds=[_metrics(0.5)] * num_folds,
@@ -141,7 +142,8 @@ def test_layer_sparsity_slider_and_scheme_menu(results, dressed):
     modules = {r["module"] for r in results["layer_sparsity"]}
     assert per_step == len(modules) + 1  # one bar trace per module, the requested-sparsity line
     buttons = fig.layout.updatemenus[0].buttons
-    assert [b.label for b in buttons] == ["global threshold", "layer-wise (same fraction per layer)"]
+    assert [b.label for b in buttons] == ["global threshold", "layer-wise (same fraction per layer)",
+                                          "global threshold on the initial weights (control)"]
     rows = [r for r in dressed["layer_sparsity"] if r["sparsity"] == 0.8]
     bars = [t for t in fig.data[per_step:] if isinstance(t, go.Bar)]
     shown = dict(zip([x for t in bars for x in t.x], [y for t in bars for y in t.y]))
@@ -214,6 +216,52 @@ def test_detections_one_step_per_image(dressed):
     truth = [t for t in first if t.name == "ground truth"]
     assert len(truth) == 2 and truth[0].line.dash == "dash"
     assert list(truth[0].x).count(None) == len(dressed["viewer_truth"][0]["labels"])
+
+
+def test_small_objects_strip(dressed):
+    fake = copy.deepcopy(dressed)
+    empty = dict(boxes=np.zeros((0, 4)), labels=np.zeros(0, int), areas=np.zeros(0))
+    fake["viewer_truth"] = [dict(boxes=np.array([[10.0, 10, 13, 13], [30, 30, 60, 60]]), labels=np.array([1, 2]),
+                                 areas=np.array([9.0, 900.0]))] + [empty] * 5
+    fake["dense"]["viewer"][0] = dict(boxes=np.array([[10.0, 10, 13, 14], [40, 40, 60, 60]]),
+                                      scores=np.array([0.9, 0.8]), labels=np.array([1, 1]))
+    ticket = ex.main_ticket(fake, 0.8)
+    ticket["viewer"][0] = dict(boxes=np.array([[9.0, 9, 15, 15]]), scores=np.array([0.6]), labels=np.array([3]))
+    assert [(o["image"], o["label"]) for o in views.small_objects(fake)] == [(0, 1)]  # the large object is left out
+    fig = views.plot_small_objects(fake)
+    assert [s.label for s in fig.layout.sliders[0].steps] == ["50 %", "80 %"]
+    visible = [fig.data[i] for i in plots.control_visibility(fig)[1][1]]  # the 80 % step
+    images = [t for t in visible if isinstance(t, go.Image)]
+    assert len(images) == 2  # the same crop for the dense and the ticket row
+    crop = np.asarray(Image.open(io.BytesIO(base64.b64decode(images[0].source.split(",", 1)[1]))))
+    corner = views._crop_window(np.array([10.0, 10, 13, 13]), fake["viewer_images"].shape[-1])
+    assert corner == (0, 0) and crop.shape == (views.SMALL_CROP, views.SMALL_CROP, 3)
+    found = {(t.name, t.xaxis): t for t in visible if t.name and t.name.startswith("detection") and t.x}
+    right = found[("detection, right class", "x")]  # dense row: the square, not the far-away box
+    assert list(right.x[:5]) == [10, 13, 13, 10, 10] and right.text[0].startswith("square 0.90 · IoU 0.75")
+    other = found[("detection, other class", "x2")]  # ticket row: a cross on the square
+    assert other.text[0].startswith("cross 0.60") and ("detection, right class", "x2") not in found
+    fake["viewer_truth"] = [empty] * 6
+    assert views.plot_small_objects(fake).layout.annotations[0].text.startswith("no small objects")
+
+
+def test_result_tables_have_full_headers_and_drop_unmeasured_columns(results, dressed):
+    table = views.ticket_table(dressed)
+    headers = [c.title() for c in table.columns.values()]
+    assert "AP ± 95 % interval (points)" in headers and "Trained with the mask (steps)" in headers
+    assert table.cells()[0][0] == "dense" and "iterative ticket (round 1)" in [row[0] for row in table.cells()]
+    assert "Pruned modules" in headers  # the module-subset ticket names its modules
+    assert "nan" not in repr(table)
+    one_seed = views.ticket_table(dict(dressed, tickets={"global": dressed["tickets"]["global"]}))
+    assert "Pruned modules" in one_seed.dropped  # no network prunes a module subset: the column goes
+    two = views.ticket_table(results)  # smoke: two seeds, the headline networks get an interval
+    dense_cell = two.cells()[0][[c.header for c in two.columns.values()].index("AP ± 95 % interval")]
+    assert " ± " in dense_cell
+    headline = views.headline_table(results)
+    assert [row[0] for row in headline.cells()] == ["0", "1"]
+    assert [c.title() for c in headline.columns.values()][:3] == ["Seed", "dense (points)", "ticket 80% (points)"]
+    shares = views.module_share_table(results)
+    assert [row[0] for row in shares.cells()] == ["base", "rpn", "top", "heads"]
 
 
 def test_loss_steps_and_curves(results):
