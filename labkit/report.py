@@ -132,7 +132,9 @@ def bootstrap_difference(method: Sequence[np.ndarray], control: Sequence[np.ndar
                          what: str = "test items") -> Estimate:
     """Two-level bootstrap: seeds, then test items within each seed.
 
-    ``method[s]`` holds seed ``s``'s per-item scores (``control[s]`` the control's on the same items,
+    The interval is ``value ± t_{n−1} · sd*`` with ``sd*`` the bootstrap standard deviation scaled
+    by ``sqrt(n / (n − 1))`` (``n`` seeds), so it never claims more certainty than a t interval
+    over the seeds would. ``method[s]`` holds seed ``s``'s per-item scores (``control[s]`` the control's on the same items,
     so items are resampled together); fewer than 2 seeds give (−inf, inf), since test items alone
     would hide the training noise. The value is the mean over seeds of
     ``statistic(method[s]) − statistic(control[s])`` (no control: of ``statistic(method[s])``).
@@ -157,10 +159,13 @@ def bootstrap_difference(method: Sequence[np.ndarray], control: Sequence[np.ndar
     for r in range(num_resamples):
         seeds = rng.integers(0, len(a), len(a))
         stats[r] = np.mean([per_seed(s, rng.integers(0, len(a[s]), len(a[s]))) for s in seeds])
-    low, high = np.quantile(stats, [0.5 - level / 2, 0.5 + level / 2])
-    size = len(a[0])
-    return Estimate(value, float(low), float(high),
-                    f"bootstrap over {len(a)} seed(s) × {size} {what}", len(a))
+    # A percentile interval over so few seeds is too narrow: resampling n seeds shrinks their
+    # variance by (n − 1)/n and normal quantiles ignore that the spread is estimated. Undo the
+    # first and use t_{n−1}; with no item noise this is exactly the paired t interval.
+    n = len(a)
+    half = _t_quantile(level, n - 1) * float(np.std(stats, ddof=1)) * math.sqrt(n / (n - 1))
+    return Estimate(value, value - half, value + half,
+                    f"two-level bootstrap over {n} seeds × {len(a[0])} {what} (t-scaled)", n)
 
 
 # --------------------------------------------------------------------------- the rule

@@ -56,11 +56,23 @@ def test_bootstrap_difference_needs_two_seeds_and_is_seeded():
     control = [rng.random(200) for _ in range(3)]
     a = report.bootstrap_difference(method, control, num_resamples=300)
     b = report.bootstrap_difference(method, control, num_resamples=300)
-    assert a == b and 0.1 < a.low < a.value < a.high < 0.3
+    assert a == b and a.low < a.value < a.high and 0.1 < a.value < 0.3
+    per_seed = [m.mean() - c.mean() for m, c in zip(method, control)]
+    t_only = report.seed_interval(per_seed)
+    assert a.high - a.low >= 0.8 * (t_only.high - t_only.low)  # never much narrower than t over seeds
     single = report.bootstrap_difference(method[:1], control[:1])
     assert math.isinf(single.low) and "one training seed" in single.method
     items = report.bootstrap_interval(method[0] - control[0], num_resamples=300)
     assert items.low < items.value < items.high
+
+
+def test_bootstrap_difference_without_item_noise_is_the_paired_t_interval():
+    method = [np.full(50, v) for v in (0.30, 0.35, 0.41, 0.28)]
+    control = [np.full(50, 0.2) for _ in range(4)]
+    boot = report.bootstrap_difference(method, control, num_resamples=4000)
+    t = report.paired_difference([m[0] for m in method], [0.2] * 4)
+    assert boot.value == pytest.approx(t.value)
+    assert boot.high - boot.low == pytest.approx(t.high - t.low, rel=0.08)
 
 
 def test_bad_inputs_name_the_parameter():

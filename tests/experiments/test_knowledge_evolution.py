@@ -162,7 +162,7 @@ SCENARIOS = {  # claim → {status: changes to BASE}
           "inconclusive": {("ke", "slim"): lambda s: [(0.1, 0.3, 0.2)[s], 0.6, 0.91]}},
     "2a": {"held": {}, "not reproduced": {("ke", "slim"): [0.5, 0.3, 0.2]},
            "inconclusive": {("ke", "slim"): lambda s: [0.3, 0.4, (0.4, 0.2, 0.3)[s]]}},
-    "2b": {"held": {}, "not reproduced": {("ke", "slim"): [0.1, 0.5, 0.7]},
+    "2b": {"held": {("ke", "slim"): [0.10, 0.60, 0.925]}, "not reproduced": {("ke", "slim"): [0.1, 0.5, 0.7]},
            "inconclusive": {("ke", "slim"): lambda s: [0.1, 0.6, (0.93, 0.85, 0.90)[s]]}},
     "4a": {"held": {}, "not reproduced": {("ke", "dense"): [0.9, 0.85, 0.8]},
            "inconclusive": {("ke", "dense"): MIXED(0.95, 0.75)}},
