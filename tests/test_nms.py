@@ -1,11 +1,15 @@
 import math
+import time
 
+import numpy as np
 import pytest
 import torch
 
+from labkit import nms
 from labkit.models.anchors import AnchorConfig
-from labkit.nms import (GREEDY_NMS, NMSResult, box_iou_matrix, greedy_numba, greedy_python,
-                        keep_jaccard, nms_torchvision, synthetic_proposals, time_nms)
+from labkit.nms import (GREEDY_NMS, PHASES, NMSResult, box_iou_matrix, greedy_numba, greedy_python,
+                        keep_jaccard, nms_torchvision, phase_profile, stable_descending_order,
+                        synthetic_proposals, time_nms)
 
 OURS = {name: fn for name, fn in GREEDY_NMS.items() if name != "torchvision"}  # stable-sort implementations
 
@@ -158,3 +162,67 @@ def test_time_nms_reports_every_repeat():
     boxes, scores = _random_case(0, 20)
     timing = time_nms(greedy_numba, boxes, scores, 0.5, repeats=5, warmup=1)
     assert len(timing.times) == 5 and timing.median > 0 and timing.iqr >= 0
+
+
+def test_time_nms_takes_another_clock():
+    boxes, scores = _random_case(0, 20)
+    ticks = iter(range(100))
+    timing = time_nms(greedy_numba, boxes, scores, 0.5, repeats=3, warmup=0, clock=lambda: next(ticks))
+    assert timing.times == [1, 1, 1]
+    assert time_nms(greedy_numba, boxes, scores, 0.5, repeats=2, clock=time.thread_time).median >= 0
+
+
+@pytest.mark.parametrize("scores", [
+    np.random.default_rng(0).normal(size=3000),
+    np.round(np.random.default_rng(1).random(500) * 8) / 8,  # many ties
+    np.array([0.0, -0.0, 1.0, -0.0, 0.0, np.inf, -np.inf, 5e-324, -5e-324, -1.5, 1e300]),
+    np.ones(7), np.zeros(0), np.array([2.0]),
+])
+def test_radix_sort_is_numpys_stable_descending_argsort(scores):
+    assert np.array_equal(stable_descending_order(scores), np.argsort(-scores, kind="stable"))
+
+
+def test_a_suppressed_box_suppresses_nothing():
+    # greedy_simd computes IoUs for suppressed boxes too: only kept boxes may suppress.
+    boxes = torch.tensor([[0.0, 0, 10, 10], [1.0, 0, 11, 10], [2.0, 0, 12, 10]])  # IoU(0,1) = IoU(1,2) = 9/11
+    scores = torch.tensor([0.9, 0.8, 0.7])  # IoU(0, 2) = 8/12: box 2 survives box 0, and box 1 is gone
+    for fn in OURS.values():
+        assert fn(boxes, scores, 0.7).tolist() == [0, 2]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_every_stage_of_the_greedy_kernel_visits_the_same_boxes(seed):
+    # phase_profile times the kernel cut after each phase, with the suppressions replayed; each cut
+    # must keep exactly what the whole kernel keeps, and the gather must find the same candidates.
+    p = synthetic_proposals(400, image_size=(160, 192), config=AnchorConfig(16, (32.0, 64.0), (0.5, 1.0, 2.0)),
+                            seed=seed)
+    b, s, t, top_k = nms.check_nms_inputs(p.boxes, p.scores, 0.6)
+    keep, num_iou, suppressor = nms._greedy_kernel(b, s, t, top_k, nms.STAGE_FULL, nms.NO_REPLAY, nms.NO_REPLAY)
+    ptr, idx = nms.replay_table(suppressor)
+    assert ptr[-1] == len(s) - len(keep) == len(idx)
+    for stage in (nms.STAGE_BOOKKEEPING, nms.STAGE_GATHER):
+        staged_keep, staged_count, _ = nms._greedy_kernel(b, s, t, top_k, stage, ptr, idx)
+        assert np.array_equal(staged_keep, keep)
+        assert staged_count == (num_iou if stage == nms.STAGE_GATHER else 0)
+    sort_only = nms._greedy_kernel(b, s, t, top_k, nms.STAGE_SORT, ptr, idx)
+    assert len(sort_only[0]) == 0 and sort_only[1] == 0
+
+
+def test_replay_table_groups_by_suppressor():
+    ptr, idx = nms.replay_table(np.array([-1, 0, 0, -1, 3, 0, 3]))
+    assert ptr.tolist() == [0, 3, 3, 3, 5, 5, 5, 5]
+    assert idx.tolist() == [1, 2, 5, 4, 6]
+
+
+def test_greedy_phase_profile_adds_up_to_the_call():
+    p = synthetic_proposals(2000, image_size=640, seed=0)
+    phases = phase_profile("greedy", p.boxes, p.scores, 0.7, repeats=5)
+    assert set(phases) == {*PHASES, "total"} and all(math.isfinite(v) for v in phases.values())
+    # Greedy's O(N K) IoU tests dominate; the sum of the phases is the whole kernel, the total the
+    # public call timed apart (input checks on top): close, on any machine's speed.
+    assert phases["iou"] > phases["sort"] and phases["iou"] > phases["bookkeeping"]
+    assert 0.5 < sum(phases[name] for name in PHASES) / phases["total"] < 1.5
+    with pytest.raises(ValueError, match="method"):
+        phase_profile("fast", p.boxes, p.scores, 0.7)
+    with pytest.raises(ValueError, match="cells"):
+        phase_profile("asap", p.boxes, p.scores, 0.7)

@@ -1,10 +1,14 @@
 import math
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
-from labkit.methods.asap_nms import ASAP_IMPLS, AnchorLUT, asap_nms
+from labkit import nms
+from labkit.methods import asap_nms as asap_module
+from labkit.methods.asap_nms import (ASAP_IMPLS, AnchorLUT, asap_nms, setting_sweeps, speed_and_agreement,
+                                     staged_asap)
 from labkit.models.anchors import AnchorConfig
 from labkit.nms import PROPOSAL_ANCHORS, greedy_numba, greedy_python, keep_jaccard, synthetic_proposals
 
@@ -158,3 +162,82 @@ def test_bad_input_names_the_parameter(impl, change, match):
 def test_bad_lut_arguments_name_the_parameter(kwargs, match):
     with pytest.raises(ValueError, match=match):
         AnchorLUT(**{"config": SMALL, **kwargs})
+
+
+def test_flat_table_is_the_padded_offsets_unsigned_and_cached():
+    lut = AnchorLUT(SMALL, anchor_iou_cutoff=0.2)
+    flat, lengths, shift, ry, rx = lut.flat_table((10, 12))
+    assert flat.dtype == np.uint32 and (ry, rx) == (lut.radius_y, lut.radius_x)
+    width_padded = 12 + 2 * rx
+    for k in range(lut.num_shapes):
+        dy, dx, k2 = lut.neighbours(k).numpy().T
+        expected = (dy * width_padded + dx) * lut.num_shapes + k2 - k
+        assert np.array_equal(flat[k, :lengths[k]].astype(np.int64) - shift, expected)
+    assert lut.flat_table((10, 12))[0] is flat  # cached per grid
+    assert pickle.loads(pickle.dumps(lut))._flat_tables == {}
+
+
+def test_index_map_switches_to_int32_when_ranks_outgrow_int16():
+    lut = AnchorLUT(SMALL)
+    table = lut.flat_table((4, 4))
+    assert asap_module._empty_grid(2 ** 15 - 1, 4, 4, table).dtype == np.int16
+    assert asap_module._empty_grid(2 ** 15, 4, 4, table).dtype == np.int32
+    props = _small_proposals(1)  # both widths give the same answer
+    b, s, c, height, width, t, top_k = asap_module._checked_inputs(*props, lut, 0.7, None)
+    table = lut.flat_table((height, width))
+    runs = [asap_module._asap_kernel(np.full_like(asap_module._empty_grid(len(s), height, width, table), -1, dtype),
+                                     b, s, c, height, width, *table, t, top_k, nms.STAGE_FULL, nms.NO_REPLAY,
+                                     nms.NO_REPLAY) for dtype in (np.int16, np.int32)]
+    assert np.array_equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_every_stage_of_the_asap_kernel_visits_the_same_proposals(seed):
+    props = _small_proposals(seed, num=300)
+    lut = AnchorLUT(SMALL, anchor_iou_cutoff=0.1)
+    run, call = staged_asap(*props, lut, 0.6)
+    keep, num_iou, suppressor = run(nms.STAGE_FULL, nms.NO_REPLAY, nms.NO_REPLAY)
+    assert torch.equal(torch.from_numpy(keep), call())
+    ptr, idx = nms.replay_table(suppressor)
+    assert ptr[-1] == 300 - len(keep)
+    for stage in (nms.STAGE_BOOKKEEPING, nms.STAGE_GATHER):
+        staged_keep, staged_count, _ = run(stage, ptr, idx)
+        assert np.array_equal(staged_keep, keep)
+        assert staged_count == (num_iou if stage == nms.STAGE_GATHER else 0)
+
+
+def test_staged_asap_refuses_shared_cells():
+    boxes = torch.tensor([[0.0, 0, 1, 1], [0.0, 0, 1, 1]])
+    run, _ = staged_asap(boxes, torch.ones(2), torch.tensor([[1, 1, 2], [1, 1, 2]]), (4, 4), AnchorLUT(SMALL), 0.5)
+    with pytest.raises(ValueError, match="cells"):
+        run(nms.STAGE_FULL, nms.NO_REPLAY, nms.NO_REPLAY)
+
+
+def test_asap_phase_profile_adds_up_to_the_call():
+    props = synthetic_proposals(2000, image_size=640, config=PROPOSAL_ANCHORS, seed=0)
+    phases = nms.phase_profile("asap", props.boxes, props.scores, 0.7, cells=props.cells,
+                               grid_shape=props.grid_shape, lut=AnchorLUT(PROPOSAL_ANCHORS), repeats=5)
+    assert set(phases) == {*nms.PHASES, "total"} and all(math.isfinite(v) for v in phases.values())
+    assert phases["gather"] > 0 and phases["iou"] > 0
+    assert 0.5 < sum(phases[name] for name in nms.PHASES) / phases["total"] < 1.5
+
+
+def test_speed_and_agreement_reports_every_seed_and_baseline():
+    row = speed_and_agreement(SMALL, (160, 192), num_proposals=200, seeds=(0, 1), repeats=2,
+                              baselines=("numba", "simd"))
+    assert row["lut_size"] == AnchorLUT(SMALL, 0.2).size and row["delta_std"] == 0.1
+    assert set(row["speedup"]) == set(row["greedy_s"]) == {"numba", "simd"}
+    assert all(len(v) == 2 for v in (row["asap_s"], row["jaccard"], row["iou_ratio"], *row["speedup"].values()))
+    assert all(0.0 <= j <= 1.0 for j in row["jaccard"]) and all(r >= 1.0 for r in row["iou_ratio"])
+    assert row["speedup"]["numba"][0] == pytest.approx(row["greedy_s"]["numba"][0] / row["asap_s"][0])
+    with pytest.raises(ValueError, match="baselines"):
+        speed_and_agreement(SMALL, (160, 192), num_proposals=200, baselines=("cuda",))
+
+
+def test_setting_sweeps_vary_anchor_size_and_drift():
+    sweeps = setting_sweeps(side_over_stride=(2, 8), delta_stds=(0.05,), num_proposals=300, seeds=(0,),
+                            repeats=1, baselines=("numba",))
+    sides = sweeps["anchor_side"]
+    assert [row["side_over_stride"] for row in sides] == [2.0, 8.0]
+    assert sides[0]["lut_size"] < sides[1]["lut_size"]  # larger anchors, larger neighbourhoods
+    assert [row["delta_std"] for row in sweeps["drift"]] == [0.05]
