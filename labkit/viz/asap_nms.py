@@ -14,6 +14,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from labkit.experiments import asap_nms as experiment
 from labkit.viz import plots, widgets
 from labkit.viz.plots import PALETTE, bound_trace, compact, rgba, style, subplot_refs
 
@@ -24,7 +25,6 @@ IMPLS = {  # implementation -> (legend label, colour, dash, symbol): greedy blue
     "asap_numba": ("ASAP, numba", "#F28E2B", None, "diamond"),
     "asap_torch": ("ASAP, torch", "#B8560F", "dash", "diamond"),
 }
-REFERENCE = "asap_numba"
 GREEDY, ASAP = "#E15759", "#4E79A7"  # keep-diff and detector colours: greedy red, ASAP blue
 
 
@@ -46,46 +46,22 @@ def _latency_rows(results: dict) -> dict[str, list[dict]]:
 # ---- 1. latency -------------------------------------------------------------------------------------
 
 def plot_latency(results: dict) -> go.Figure:
-    """Median latency vs N (log–log, ± IQR/2 bars), fitted slopes in the legend; a menu switches to
-    the speed-up of ASAP-numba over each implementation."""
-    rows = _latency_rows(results)
-    latency = []
-    for impl, rs in rows.items():
+    """Median latency vs N (log–log, ± IQR/2 bars), fitted slopes in the legend. Speed-ups are drawn
+    only between implementations of the same level (``plot_speedups``)."""
+    fig = go.Figure()
+    for impl, rs in _latency_rows(results).items():
         label, colour, dash, symbol = IMPLS[impl]
         slope = fitted_slope([r["N"] for r in rs], [r["median_s"] for r in rs])
         trace = plots.errorbar_trace([r["N"] for r in rs], [1e3 * r["median_s"] for r in rs],
                                      [5e2 * r["iqr_s"] for r in rs], name=f"{label} · slope {slope:.2f}",
                                      colour=colour, dash=dash, symbol=symbol, value_format=".4g")
         # errorbar_trace rounds to 4 decimals; sub-millisecond latencies need their own digits
-        trace.update(y=compact([1e3 * r["median_s"] for r in rs]), legendgroup=impl,
-                     error_y=dict(array=compact([5e2 * r["iqr_s"] for r in rs])))
-        latency.append(trace)
-    speedup = []
-    if REFERENCE in rows:
-        reference = {r["N"]: r["median_s"] for r in rows[REFERENCE]}
-        sizes = sorted(reference)
-        speedup.append(bound_trace([sizes[0], sizes[-1]], [1.0, 1.0], name="no speed-up (1×)"))
-        for impl, rs in rows.items():
-            if impl == REFERENCE:
-                continue
-            label, colour, dash, symbol = IMPLS[impl]
-            shared = [r for r in rs if r["N"] in reference]
-            trace = plots.errorbar_trace([r["N"] for r in shared], [r["median_s"] / reference[r["N"]] for r in shared],
-                                         None, name=f"over {label}", colour=colour, dash=dash, symbol=symbol,
-                                         value_format=".2f")
-            speedup.append(trace.update(legendgroup=impl, hovertemplate=f"ASAP-numba over {html.escape(label)}"
-                                                                        f"<br>N=%{{x}}: %{{y:.2f}}×<extra></extra>"))
-    groups = {"latency": latency}
-    updates = [{"yaxis.title.text": "median latency (ms)", "legend.title.text": "fitted log–log slope",
-                "title.text": "NMS latency against the number of proposals N (bars: IQR)"}]
-    if speedup:
-        groups["speed-up of ASAP-numba"] = speedup
-        updates.append({"yaxis.title.text": "speed-up of ASAP-numba (× faster)", "legend.title.text": "ASAP-numba",
-                        "title.text": "Speed-up of ASAP-numba over each implementation (> 1: ASAP faster)"})
-    fig = plots.figure_with_dropdown(groups, layout_updates=updates, y=1.04)
+        fig.add_trace(trace.update(y=compact([1e3 * r["median_s"] for r in rs]), legendgroup=impl,
+                                   error_y=dict(array=compact([5e2 * r["iqr_s"] for r in rs]))))
     fig.update_xaxes(type="log", title_text="proposals N", tickvals=sorted({r["N"] for r in results["latency"]}))
-    fig.update_yaxes(type="log")
-    return style(fig, height=500, margin=dict(t=110), legend=dict(x=1.02, y=1, xanchor="left"))
+    fig.update_yaxes(type="log", title_text="median latency (ms)")
+    return style(fig, title="NMS latency against the number of proposals N (bars: IQR)", height=480,
+                 legend=dict(x=1.02, y=1, xanchor="left", title_text="fitted log–log slope"))
 
 
 # ---- 2. the LUT neighbourhood -------------------------------------------------------------------------
@@ -248,23 +224,28 @@ def plot_iou_histogram(results: dict, bins: int = 50) -> go.Figure:
                  bargap=0, showlegend=True, legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom"))
 
 
-def plot_profile(results: dict) -> go.Figure:
-    """Greedy NMS time split into the score sort and the suppression loop (one stacked bar)."""
-    profile = results["iou_profile"]
-    total = profile["sort_s"] + profile["loop_s"]
-    label = f"greedy, N = {profile['N']:,}"
-    fig = go.Figure([go.Bar(y=[label], x=[1e3 * seconds], orientation="h", marker_color=colour,
-                            name=f"{name}: {1e3 * seconds:.2f} ms ({seconds / total:.0%})", textangle=0,
-                            text=[f"{name} {seconds / total:.0%}"], textposition="inside", insidetextanchor="middle",
-                            hovertemplate=f"{name}: %{{x:.3f}} ms<extra></extra>")
-                    for name, seconds, colour in (("sort", profile["sort_s"], PALETTE[1]),
-                                                  ("suppression loop", profile["loop_s"], PALETTE[0]))])
-    fig.update_xaxes(title_text="time (ms)")
-    fig.update_yaxes(showgrid=False, ticks="")
-    return style(fig, title="Where greedy NMS spends its time", height=240, barmode="stack",
-                 uniformtext=dict(minsize=11, mode="hide"),
+PHASES = {"sort": ("sort", PALETTE[3]), "gather": ("gather candidates", PALETTE[1]),
+          "iou": ("IoU and test", PALETTE[0]), "bookkeeping": ("bookkeeping", PALETTE[4])}
+
+
+def plot_phase_profile(results: dict) -> go.Figure:
+    """Compiled greedy and compiled ASAP on one proposal set: median time per phase (sort, gather, IoU,
+    bookkeeping) as stacked horizontal bars, the whole call's median and the speed-up in the labels."""
+    profile = results["phase_profile"]
+    methods = {"greedy": "greedy, numba", "asap": "ASAP, numba"}
+    labels = [f"{label}<br>{1e3 * profile[m]['total']:.2f} ms a call" for m, label in methods.items()]
+    fig = go.Figure([go.Bar(y=labels, x=compact([1e3 * max(profile[m][phase], 0.0) for m in methods], 5),
+                            orientation="h", name=name, marker_color=colour,
+                            customdata=[f"{profile[m][phase] / profile[m]['total']:.0%}" for m in methods],
+                            hovertemplate=f"{name}: %{{x:.3f}} ms (%{{customdata}} of the call)<extra></extra>")
+                     for phase, (name, colour) in PHASES.items()])
+    fig.update_xaxes(title_text="median thread time (ms)")
+    fig.update_yaxes(autorange="reversed", showgrid=False, ticks="")
+    speedup = profile["greedy"]["total"] / profile["asap"]["total"]
+    return style(fig, title=f"Where compiled NMS spends its time at N = {profile['N']:,} "
+                            f"(ASAP {speedup:.1f}× faster in this run)", height=300, barmode="stack",
                  legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right", traceorder="normal"),
-                 margin=dict(l=150, t=80, b=50))
+                 margin=dict(l=150, t=90, b=50))
 
 
 # ---- 4. sweeps -------------------------------------------------------------------------------------------
@@ -300,9 +281,19 @@ def plot_cutoff_sweep(results: dict) -> go.Figure:
     fig.update_xaxes(title_text="anchor IoU cutoff θ_a")
     fig.update_yaxes(type="log", title_text="ratio (log)", row=1, col=1)
     fig.update_yaxes(title_text="Jaccard", row=1, col=2, range=_jaccard_range(rows))
-    n = max((c["N"] for c in results["counts"]), default=0)
-    return style(fig, title=f"Cutoff θ_a: fewer IoU evaluations, same keep set (N ≈ {n:,}; dashed: targets)",
+    return style(fig, title=f"Cutoff θ_a: fewer IoU evaluations, same keep set ({_sweep_setting(rows)}; "
+                            f"dashed: targets)",
                  height=420)
+
+
+def _sweep_setting(rows: list[dict]) -> str:
+    """"N = 6,000, mean of 5 proposal sets", read from the sweep's own rows."""
+    sizes = sorted({r["N"] for r in rows if "N" in r})
+    scenes = sorted({len(r["jaccards"]) for r in rows if "jaccards" in r})
+    text = "N = " + (", ".join(f"{x:,}" for x in sizes) or "?")
+    if len(scenes) == 1:
+        text += f", mean of {scenes[0]} proposal set{'s' if scenes[0] > 1 else ''}"
+    return text
 
 
 ABLATIONS = (("threshold_sweep", "t", "NMS threshold t"), ("drift_sweep", "delta_std", "regression drift (std)"),
@@ -326,8 +317,9 @@ def plot_ablations(results: dict) -> go.Figure:
     fig.update_yaxes(title_text="IoU evals ASAP/greedy", row=1, col=1)
     fig.update_yaxes(title_text="keep-set Jaccard", row=2, col=1)
     fig.update_yaxes(range=_jaccard_range(sum((results.get(key) or [] for key, *_ in ABLATIONS), [])), row=2)
-    return style(fig, title=f"Ablations at θ_a = {results['config'].get('cutoff', 0.2):g}", height=520,
-                 showlegend=False)
+    rows = sum((results.get(key) or [] for key, *_ in ABLATIONS), [])
+    return style(fig, title=f"Ablations at θ_a = {results['config'].get('cutoff', 0.2):g} ({_sweep_setting(rows)})",
+                 height=520, showlegend=False)
 
 
 # ---- 5. keep-set diff ----------------------------------------------------------------------------------
@@ -355,21 +347,151 @@ def plot_keep_diff(results: dict) -> go.Figure:
                  height=620, legend=dict(x=1.02, y=1, xanchor="left"))
 
 
-# ---- 6. detector AP ------------------------------------------------------------------------------------
+# ---- 6. speed-up at the same implementation level --------------------------------------------------
 
-AP_KEYS = {"AP": "AP", "AP50": "AP50", "AP_small": "AP small", "AP_medium": "AP medium", "AP_large": "AP large"}
+LEVELS = {"compiled (numba)": ("#F28E2B", "diamond"), "vectorized (torch)": ("#B8560F", "circle"),
+          "pure Python": ("#7F3C8D", "square")}
 
+
+def _interval_trace(x, rows: list[dict], *, name: str, colour: str, symbol: str, refs=None,
+                    unit: str = "") -> go.Scatter:
+    """Points with asymmetric error bars from each row's ``value``/``low``/``high`` (a 95 % interval)."""
+    value = np.array([r["value"] for r in rows], float)
+    low, high = np.array([r["low"] for r in rows], float), np.array([r["high"] for r in rows], float)
+    # an infinite interval (one seed) draws no bar: the hover and an open marker say so
+    bounded = np.isfinite(low) & np.isfinite(high)
+    interval = [f"[{lo:.3g}, {hi:.3g}]" if ok else "no interval" for lo, hi, ok in zip(low, high, bounded)]
+    return go.Scatter(x=list(x), y=compact(value), mode="markers+lines", name=name, customdata=interval,
+                      line=dict(color=colour, width=2),
+                      marker=dict(color=colour, size=10, symbol=[symbol if ok else f"{symbol}-open" for ok in bounded]),
+                      error_y=dict(type="data", symmetric=False, array=compact(np.where(bounded, high - value, 0)),
+                                   arrayminus=compact(np.where(bounded, value - low, 0)), color=colour, width=5),
+                      hovertemplate=f"{html.escape(name)}<br>%{{x}}: %{{y:.3g}}{unit} %{{customdata}}<extra></extra>",
+                      **dict(refs or {}))
+
+
+SPEC_SPEEDUPS = {"compiled (numba)": [(6000, experiment.PAPER_SPEEDUP, "paper ≈ 11×")],
+                 "vectorized (torch)": [(6000, 1.5, "spec ≥ 1.5×"), (12000, 2.5, "spec ≥ 2.5×")],
+                 "pure Python": [(6000, 5.0, "spec ≥ 5×")]}
+
+
+def plot_speedups(results: dict) -> go.Figure:
+    """Greedy / ASAP median time at the same implementation level against N (log–log), with 95 %
+    bootstrap intervals over repeated timings; the paper's and the spec's targets as short dashes."""
+    rows = experiment.speedup_rows(results)
+    fig = go.Figure()
+    for level, (colour, symbol) in LEVELS.items():
+        mine = [dict(r, value=r["speedup"]) for r in rows if r["level"] == level]
+        if not mine:
+            continue
+        fig.add_trace(_interval_trace([r["N"] for r in mine], mine, name=level, colour=colour, symbol=symbol,
+                                      unit="×").update(legendgroup=level))
+        for n, target, label in SPEC_SPEEDUPS[level]:
+            if n > max(r["N"] for r in rows):
+                continue  # not timed at this budget
+            fig.add_trace(go.Scatter(x=[n / 1.25, n * 1.25], y=[target, target], mode="lines", legendgroup=level,
+                                     name=f"{level}: {label}", showlegend=False,
+                                     line=dict(color=colour, dash="dash", width=2),
+                                     hovertemplate=f"{html.escape(label)} at N = {n:,}<extra></extra>"))
+    fig.add_trace(bound_trace([min((r["N"] for r in rows), default=1), max((r["N"] for r in rows), default=1)],
+                              [1.0, 1.0], name="no speed-up (1×)", showlegend=False))
+    fig.update_xaxes(type="log", title_text="proposals N", tickvals=sorted({r["N"] for r in rows}))
+    fig.update_yaxes(type="log", title_text="speed-up of ASAP over greedy (×)")
+    return style(fig, title="Speed-up at the same implementation level (bars: 95 % interval; dashes: targets)",
+                 height=460, legend=dict(x=1.02, y=1, xanchor="left"))
+
+
+# ---- 7. other anchor settings: anchor size and drift ------------------------------------------------
+
+BASELINE_LABELS = {"numba": ("over greedy, numba", "#2C4F75", None),
+                   "simd": ("over greedy, SIMD numba", "#5F7A9A", "dash"),
+                   "torchvision": ("over torchvision (C++)", "#9CA3AF", "dot")}
+
+
+def _spread_trace(x, per_seed: list[list[float]], *, name: str, colour: str, dash=None, refs=None,
+                  show: bool = True) -> go.Scatter:
+    """Mean over proposal sets with min–max bars; ``per_seed[i]`` holds setting ``i``'s values."""
+    values = [np.asarray(v, float) for v in per_seed]
+    mean = np.array([v.mean() for v in values])
+    return go.Scatter(x=list(x), y=compact(mean), mode="lines+markers", name=name, legendgroup=name, showlegend=show,
+                      line=dict(color=colour, dash=dash, width=2.5), marker=dict(color=colour, size=8),
+                      error_y=dict(type="data", symmetric=False, array=compact([v.max() for v in values] - mean),
+                                   arrayminus=compact(mean - [v.min() for v in values]), color=colour, width=4),
+                      hovertemplate=f"{html.escape(name)}<br>%{{x}}: %{{y:.4g}}<extra></extra>", **dict(refs or {}))
+
+
+def plot_anchor_settings(results: dict) -> go.Figure:
+    """Compiled ASAP's speed-up (top, log) and keep-set Jaccard (bottom) on an 800 × 1333 px image at
+    stride 16, against the anchor side in strides (left) and the proposals' drift (right); mean over
+    proposal sets, bars min–max, mean LUT size in the hover."""
+    settings = results.get("settings")
+    title = "ASAP on other anchor settings (800 × 1333 px, stride 16, N = 6,000)"
+    if not settings:
+        return plots.plot_message("the anchor-setting sweeps run at the full budget", title=title)
+    fig = make_subplots(rows=2, cols=2, shared_xaxes="columns", vertical_spacing=0.1, horizontal_spacing=0.1,
+                        subplot_titles=["anchor side / stride (one scale, 3 ratios)",
+                                        "box-delta std (the paper's 128–512 px anchors)"])
+    for col, (key, field) in enumerate((("anchor_side", "side_over_stride"), ("drift", "delta_std")), start=1):
+        rows = settings[key]
+        x = [r[field] for r in rows]
+        for name, (label, colour, dash) in BASELINE_LABELS.items():
+            if all(name in r["speedup"] for r in rows):
+                fig.add_trace(_spread_trace(x, [r["speedup"][name] for r in rows], name=label, colour=colour,
+                                            dash=dash, refs=subplot_refs(fig, 1, col), show=col == 1))
+        fig.add_trace(_spread_trace(x, [r["jaccard"] for r in rows], name="keep-set Jaccard", colour=GREEDY,
+                                    refs=subplot_refs(fig, 2, col), show=col == 1).update(
+            customdata=[f"mean |N| = {r['lut_size']:.0f}" for r in rows],
+            hovertemplate="Jaccard %{y:.4f} at %{x}<br>%{customdata}<extra></extra>"))
+        fig.add_trace(bound_trace([min(x), max(x)], [0.99, 0.99], name="Jaccard 0.99", refs=subplot_refs(fig, 2, col),
+                                  showlegend=False))
+    fig.update_xaxes(type="log", dtick=math.log10(2), row=2, col=1, title_text="anchor side (strides)")
+    fig.update_xaxes(type="log", dtick=math.log10(2), row=1, col=1)
+    fig.update_xaxes(title_text="box-delta std (drift)", row=2, col=2)
+    fig.update_yaxes(type="log", row=1, title_text="speed-up (×)")
+    fig.update_yaxes(title_text="keep-set Jaccard", row=2)
+    return style(fig, title=title, height=620, legend=dict(orientation="h", y=-0.12, x=0, yanchor="top"),
+                 margin=dict(b=120))
+
+
+# ---- 8. detector AP ------------------------------------------------------------------------------------
 
 def plot_detector_ap(results: dict) -> go.Figure:
-    """COCO-style AP of the tiny detector with greedy vs ASAP NMS inside its RPN."""
+    """Left: AP of chapter 05's detector (first seed) against θ_a with ASAP in its RPN, greedy as lines,
+    per post-NMS top-k. Right: AP(ASAP) − AP(greedy) at the chapter's θ_a per top-k, mean over seeds
+    with its 95 % bootstrap interval (seeds × test images), against the parity margin."""
     detector = results.get("detector")
-    title = "Detector AP: greedy vs ASAP inside the RPN"
-    if detector is None:
-        return plots.plot_message("detector AP runs at the full budget", title=title)
-    keys = [k for k in AP_KEYS if k in detector["greedy"]]
-    series = {name: ([AP_KEYS[k] for k in keys], [detector[method][k] for k in keys], None)
-              for name, method in (("greedy NMS", "greedy"), ("ASAP-NMS", "asap"))}
-    fig = plots.plot_bars(series, value_title="AP", colours={"greedy NMS": GREEDY, "ASAP-NMS": ASAP},
-                          title=f"{title} ({detector['steps']:,} steps, {detector['train_images']:,} train / "
-                                f"{detector['test_images']:,} test images)", height=420)
-    return fig.update_layout(legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))
+    title = "Chapter 05's detector: greedy vs ASAP-NMS inside the RPN"
+    if not detector:
+        return plots.plot_message("the detector comparison is not run at this budget", title=title)
+    deltas, source = detector["deltas"], detector["source"]
+    first = detector["rows"][0].get("seed")
+    rows = [r for r in detector["rows"] if r.get("seed") == first]  # the θ_a sweep runs on the first seed
+    seeds = len(source.get("seeds", [first]))
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.14,
+                        subplot_titles=[f"AP against θ_a, seed {first} (lines: greedy)",
+                                        f"AP(ASAP) − AP(greedy) at θ_a = {results['config']['cutoff']:g}"])
+    left, right = subplot_refs(fig, 1, 1), subplot_refs(fig, 1, 2)
+    cutoffs = sorted({r["cutoff"] for r in rows if r["nms"] == "asap"})
+    span = [0.0, max(cutoffs) + 0.1]
+    for (top_k, colour) in zip(sorted({r["top_k"] for r in rows}), (ASAP, "#59A14F", "#B07AA1")):
+        asap = sorted((r for r in rows if r["top_k"] == top_k and r["nms"] == "asap"), key=lambda r: r["cutoff"])
+        greedy = next(r for r in rows if r["top_k"] == top_k and r["nms"] == "greedy")
+        fig.add_trace(go.Scatter(x=[r["cutoff"] for r in asap], y=compact([r["AP"] for r in asap]),
+                                 mode="lines+markers", name=f"ASAP, top-{top_k:,}", line=dict(color=colour, width=2.5),
+                                 marker=dict(size=9, color=colour),
+                                 customdata=compact([r["rpn_jaccard"] for r in asap]),
+                                 hovertemplate=f"top-{top_k:,}, θ_a = %{{x}}: AP %{{y:.3f}}<br>RPN keep-set Jaccard "
+                                               "%{customdata:.4f}<extra></extra>", **left))
+        fig.add_trace(bound_trace(span, [greedy["AP"]] * 2, name=f"greedy, top-{top_k:,}", colour=colour, refs=left))
+    top_ks = [d["top_k"] for d in deltas]
+    fig.add_trace(_interval_trace(top_ks, deltas, name="ASAP − greedy", colour=ASAP, symbol="diamond", refs=right,
+                                  unit=" AP").update(mode="markers"))
+    fig.add_trace(bound_trace(top_ks, [experiment.AP_MARGIN] * len(deltas), name=f"margin {experiment.AP_MARGIN:g} AP",
+                              refs=right))
+    fig.update_xaxes(title_text="anchor IoU cutoff θ_a", range=span, row=1, col=1)
+    fig.update_xaxes(title_text="post-NMS top-k", type="category", row=1, col=2)
+    fig.update_yaxes(title_text="box AP (points)", row=1, col=1)
+    fig.update_yaxes(title_text="Δ AP (points)", row=1, col=2)
+    return style(fig, title=f"{title} ({source['budget']} budget: {seeds} seed{'s' if seeds > 1 else ''} × "
+                            f"{source['steps']:,} steps; {source['test_images']:,} test images)", height=480,
+                 legend=dict(orientation="h", y=-0.25, x=0, yanchor="top"), margin=dict(b=130))
