@@ -146,9 +146,11 @@ class Reproduction:
         return self.notebook is not None and self.recorded_hash == self.current_hash
 
     def why_stale(self) -> str:
-        if self.record is None or self.notebook is None:
+        if self.record is None:
             return "no full-budget reproduction of this chapter is committed yet"
         when = (self.record.get("date") or "an unknown date")[:10]
+        if self.notebook is None:
+            return f"the committed full-budget record ({when}) has no executed notebook to show"
         if self.recorded_hash is None:
             return f"the committed full-budget reproduction ({when}) predates source tracking"
         return f"the committed full-budget reproduction ({when}) is older than this chapter's source"
