@@ -8,10 +8,8 @@ the codec's own, and a fraction of the size of raw pixel arrays).
 """
 from __future__ import annotations
 
-import base64
 import functools
 import html
-import io
 import math
 from typing import Any
 
@@ -27,6 +25,7 @@ from labkit.experiments import jpeg_runs as runs
 from labkit.methods import jpeg
 from labkit.viz import plots, widgets
 from labkit.viz.plots import PALETTE, compact, style, subplot_refs
+from labkit.viz.tables import Column, ResultTable, mean_std, result_table
 
 CLEAN = experiment.CLEAN
 # baselines blue-grey, TTAC (the paper's method) orange, each ablation a shade of its family
@@ -34,6 +33,7 @@ SETTING_COLOURS = {
     "baseline": "#5F7A9A", "fine-tuned": "#59A14F", "off-the-shelf": "#B07AA1", "TTAC": "#F28E2B",
     "fine-tuned (q = 10 only)": "#2E6B2A", "off-the-shelf (unconditioned)": "#D4A6C8",
     "TTAC (features)": "#B8560F", "TTAC (+ pixel L1)": "#E15759", "TTAC (unconditioned)": "#EDC948",
+    "TTAC (probability KL)": "#8C564B",
     "baseline (4:4:4)": "#2C4F75", "baseline (compressed at 2×, then resized)": "#9C755F", "classifier": "#5F7A9A",
 }
 VIEWS = ("compressed", "off-the-shelf", "TTAC", "difference", "blockiness")
@@ -82,20 +82,23 @@ def _against_quality(x: list, y: list, clean: float | None, *, name: str, colour
 
 
 def _setting_traces(results: dict, setting: str, index: int, bpp: dict, span: list) -> list[go.Scatter]:
-    """A setting's top-1 (%) at each compressed quality, and its clean accuracy dashed."""
-    table = experiment.sweep_table(results, setting)
+    """A setting's mean top-1 (%) over seeds at each compressed quality, with its 95 % t interval over
+    seeds as error bars (none with one seed), and its clean accuracy dashed."""
+    table, spread = experiment.sweep_table(results, setting), experiment.sweep_spread(results, setting)
     qualities = sorted(q for q in table if q != CLEAN)
+    error = [100 * t_interval(spread[q]) for q in qualities]
     return _against_quality(qualities, [100 * table[q] for q in qualities], 100 * table.get(CLEAN, math.nan),
                             name=setting, colour=_colour(setting, index), span=span, unit=" %",
-                            customdata=[bpp.get(q, math.nan) for q in qualities],
-                            hover=f"{html.escape(setting)}<br>q %{{x}} (%{{customdata:.2f}} bpp): top-1 %{{y:.1f}} %"
-                                  "<extra></extra>")
+                            error=error if np.isfinite(error).any() else None,
+                            customdata=np.c_[[bpp.get(q, math.nan) for q in qualities], np.nan_to_num(error)],
+                            hover=f"{html.escape(setting)}<br>q %{{x}} (%{{customdata[0]:.2f}} bpp): top-1 %{{y:.1f}} "
+                                  "± %{customdata[1]:.1f} %<extra></extra>")
 
 
 def plot_accuracy_vs_quality(results: dict) -> go.Figure:
     """Top-1 against JPEG quality for the baseline and the three mitigations, each with its clean
     accuracy dashed; bits per pixel on the top axis; a dropdown switches to the ablations."""
-    title = "Top-1 accuracy against JPEG quality (dashed: the same model on clean patches)"
+    title = "Top-1 accuracy against JPEG quality (dashed: the same model on clean patches; bars: 95 % over seeds)"
     present = list(dict.fromkeys(r["setting"] for r in results.get("sweep", [])))
     main = [s for s in experiment.SETTINGS if s in present]
     if not main:
@@ -124,6 +127,30 @@ def plot_accuracy_vs_quality(results: dict) -> go.Figure:
     fig.update_yaxes(title_text="top-1 accuracy (%)")
     return style(fig, title=title, height=500, margin=dict(t=150),
                  legend=dict(x=1.02, y=1, xanchor="left"))
+
+
+def accuracy_table(results: dict) -> ResultTable:
+    """Mean top-1 (%) of every setting at every quality, clean first."""
+    rows = experiment.accuracy_rows(results)
+    qualities = sorted({r["quality"] for r in results.get("sweep", []) if r["quality"] != CLEAN})
+    columns = {"setting": "setting", "seeds": Column("training seeds", digits=0), "clean": Column("clean", "%", 1),
+               **{f"q{q}": Column(f"q = {q}", "%", 1) for q in qualities}}
+    return result_table(rows, columns, title="Top-1 by JPEG quality (mean over training seeds)",
+                        note="Clean: uncompressed patches (through the corrector, for correctors). "
+                             "—: not scored at that quality (a corrector pass is costly).")
+
+
+def mitigation_table(results: dict) -> ResultTable:
+    """Every setting at q = 10 and on clean patches (after its correction): top-1 mean ± std over
+    seeds, PSNR of what the classifier sees at q = 10, whether it used labels."""
+    rows = [dict(r, q10=mean_std(r["q10"], r["q10_std"], 1), clean=mean_std(r["clean"], r["clean_std"], 1))
+            for r in experiment.mitigation_rows(results)]
+    columns = {"setting": "setting", "seeds": Column("training seeds", digits=0), "labels": "uses labels",
+               "q10": Column("top-1 at q = 10", "%"), "clean": Column("top-1 on clean patches", "%"),
+               "psnr10": Column("PSNR at q = 10", "dB", 2)}
+    return result_table(rows, columns, title="Mitigations and ablations at q = 10 and on clean patches",
+                        note="± is the standard deviation over training seeds; ablations train the first seed "
+                             "only. Correctors see clean patches as if compressed at q = 100.")
 
 
 # ---- 2. artifact viewer (static) ---------------------------------------------------------------
@@ -251,7 +278,8 @@ def plot_quantization(results: dict) -> go.Figure:
 
 def plot_rate_distortion(results: dict) -> go.Figure:
     """PSNR against bits per pixel: the codec on the photos' test regions and on the patches, and the
-    corrected patches (plotted at the patches' rate: correction costs no bits)."""
+    corrected patches at the qualities where each corrector was scored (mean over seeds, plotted at
+    the patches' rate: correction costs no bits)."""
     rate = sorted(results.get("rate") or [], key=lambda r: r["quality"])
     title = "Rate–distortion: PSNR against bits per pixel (labels: quality)"
     if not rate:
@@ -260,17 +288,20 @@ def plot_rate_distortion(results: dict) -> go.Figure:
     curves = {"codec, photos' test regions": ([r["bpp"] for r in rate], [r["region_psnr"] for r in rate], "#333333"),
               f"codec, {results['config']['patch_size']} px test patches": (patch_bpp, [r["psnr"] for r in rate],
                                                                            SETTING_COLOURS["baseline"])}
-    for setting in ("off-the-shelf", "TTAC"):
+    labels = {name: [f"q{r['quality']}" for r in rate] for name in curves}
+    for setting in ("off-the-shelf", "TTAC"):  # at the qualities where the corrector was scored
         table = experiment.psnr_table(results, setting)
-        if all(r["quality"] in table for r in rate):
-            curves[f"{setting} corrected patches"] = (patch_bpp, [table[r["quality"]] for r in rate],
-                                                      SETTING_COLOURS[setting])
+        scored = [r for r in rate if r["quality"] in table]
+        if scored:
+            name = f"{setting} corrected patches"
+            curves[name] = ([r["patch_bpp"] for r in scored], [table[r["quality"]] for r in scored],
+                            SETTING_COLOURS[setting])
+            labels[name] = [f"q{r['quality']}" for r in scored]
     fig = go.Figure()
-    labels = [f"q{r['quality']}" for r in rate]
     for name, (x, y, colour) in curves.items():
         trace = plots.errorbar_trace(x, y, None, name=name, colour=colour,
                                      dash="dot" if "corrected" in name else None)
-        fig.add_trace(trace.update(mode="lines+markers" + ("" if "corrected" in name else "+text"), text=labels,
+        fig.add_trace(trace.update(mode="lines+markers" + ("" if "corrected" in name else "+text"), text=labels[name],
                                    textposition="top left",
                                    textfont=dict(size=11, color=colour), x=compact(x, 4),
                                    hovertemplate=f"{html.escape(name)}<br>%{{text}}: %{{x:.2f}} bpp, "
@@ -348,7 +379,7 @@ def plot_detection(results: dict) -> go.Figure:
 # ---- 7. training losses -------------------------------------------------------------------------
 
 LOSS_PANELS = {"classifier": "cross-entropy: classifier, fine-tuning",
-               "off-the-shelf": "pixel L1: off-the-shelf correctors", "TTAC": "task-output L1: TTAC"}
+               "off-the-shelf": "pixel L1: off-the-shelf correctors", "TTAC": "task loss: TTAC (L1; KL ablation)"}
 STEP_KEYS = {"classifier": "classifier_steps", "fine-tuned": "finetune_steps", "off-the-shelf": "corrector_steps",
              "TTAC": "ttac_steps"}
 

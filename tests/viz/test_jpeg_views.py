@@ -74,28 +74,34 @@ def test_accuracy_vs_quality_main_and_ablations(results):
     assert [b.label for b in menu.buttons] == ["main settings", "ablations"]
     settings = list(dict.fromkeys(r["setting"] for r in results["sweep"]))
     ablations = [s for s in settings if s not in ex.SETTINGS]
-    assert len(ablations) == 7
+    assert len(ablations) == 8
     with_clean = [s for s in ablations if ex.CLEAN in ex.sweep_table(results, s)]
-    assert with_clean == ["fine-tuned (q = 10 only)"]  # ablation correctors and codec variants have no clean row
+    assert with_clean == [s for s in ablations if not s.startswith("baseline")]  # codec variants have no clean row
     assert_one_group_each(fig, [2 * 4, 2 * (1 + len(ablations)) - (len(ablations) - len(with_clean))], num_static=1)
     qualities = compressed_qualities(results)
     main = {t.name: t for t in fig.data[1:9]}
     assert list(main) == ["baseline", "baseline (clean)", "fine-tuned", "fine-tuned (clean)", "off-the-shelf",
                           "off-the-shelf (clean)", "TTAC", "TTAC (clean)"]
     for setting in ex.SETTINGS:
-        table = ex.sweep_table(results, setting)
+        table, spread = ex.sweep_table(results, setting), ex.sweep_spread(results, setting)
         assert list(main[setting].x) == qualities
         np.testing.assert_allclose(main[setting].y, [100 * table[q] for q in qualities], atol=1e-3)
+        np.testing.assert_allclose(main[setting].error_y.array, [100 * views.t_interval(spread[q]) for q in qualities],
+                                   atol=1e-3)  # 95 % over the two smoke seeds
         np.testing.assert_allclose(main[f"{setting} (clean)"].y, [100 * table[ex.CLEAN]] * 2, atol=1e-3)
         assert main[f"{setting} (clean)"].line.dash == "dash"
         assert main[f"{setting} (clean)"].line.color == main[setting].line.color
     bpp = {r["quality"]: r["bpp"] for r in results["rate"]}
     assert list(fig.layout.xaxis2.ticktext) == [f"{bpp[q]:.2f}" for q in qualities]
     assert fig.layout.xaxis2.overlaying == "x" and fig.data[0].xaxis == "x2"
-    assert list(main["baseline"].customdata) == pytest.approx([bpp[q] for q in qualities])
+    assert list(np.asarray(main["baseline"].customdata)[:, 0]) == pytest.approx([bpp[q] for q in qualities])
     assert menu.buttons[1].args[1]["title.text"].startswith("Ablations")
     shown = [fig.data[i].name for i in plots.control_visibility(fig)[1][1]]
-    assert "baseline" in shown and "baseline (4:4:4)" in shown and "TTAC" not in shown
+    assert "baseline" in shown and "baseline (4:4:4)" in shown and "TTAC (probability KL)" in shown
+    assert "TTAC" not in shown
+    one_seed = dict(results, sweep=[r for r in results["sweep"] if r["seed"] == 0])
+    trace = views.plot_accuracy_vs_quality(one_seed).data[1]
+    assert trace.name == "baseline" and trace.error_y.array is None  # one seed: no interval, no bars
 
 
 def test_accuracy_without_ablations_has_no_menu(results):
@@ -170,6 +176,42 @@ def test_rate_distortion_curves(results):
     np.testing.assert_allclose(curves["TTAC corrected patches"].x, [r["patch_bpp"] for r in rate], atol=1e-4)
     np.testing.assert_allclose(curves["TTAC corrected patches"].y, [ttac[r["quality"]] for r in rate], atol=1e-3)
     assert list(curves["codec, 48 px test patches"].text) == [f"q{r['quality']}" for r in rate]
+
+
+def test_rate_distortion_draws_correctors_where_they_were_scored(results):
+    """At the full budget correctors are scored at fewer qualities than the codec: their points are
+    drawn at those qualities, not dropped."""
+    rows = [r for r in results["sweep"] if not (r["setting"] in ("off-the-shelf", "TTAC") and r["quality"] == 90)]
+    fig = views.plot_rate_distortion(dict(results, sweep=rows))
+    curves = {t.name: t for t in fig.data}
+    q10 = next(r for r in results["rate"] if r["quality"] == 10)
+    for setting in ("off-the-shelf", "TTAC"):
+        trace = curves[f"{setting} corrected patches"]
+        assert list(trace.text) == ["q10"] and trace.mode == "lines+markers"
+        np.testing.assert_allclose(trace.x, [q10["patch_bpp"]], atol=1e-4)
+        np.testing.assert_allclose(trace.y, [ex.psnr_table(results, setting)[10]], atol=1e-3)
+
+
+def test_result_tables(results):
+    table = views.mitigation_table(results)
+    text = repr(table)
+    headers = list(c.title() for c in table.columns.values())
+    assert headers == ["setting", "training seeds", "uses labels", "top-1 at q = 10 (%)", "top-1 on clean patches (%)",
+                       "PSNR at q = 10 (dB)"]
+    rows = {r[0]: r for r in table.cells()}
+    assert set(rows) >= {"TTAC (probability KL)", "off-the-shelf (unconditioned)", "TTAC", "fine-tuned"}
+    kl = ex.sweep_table(results, "TTAC (probability KL)")
+    assert rows["TTAC (probability KL)"][4] == f"{100 * kl[ex.CLEAN]:.1f}"  # its clean accuracy, one seed
+    spread = 100 * np.asarray(ex.sweep_spread(results, "TTAC")[10])
+    assert rows["TTAC"][3] == f"{spread.mean():.1f} ± {spread.std(ddof=1):.1f}"
+    assert "nan" not in text.lower() and "standard deviation over training seeds" in text
+    accuracy = views.accuracy_table(results)
+    assert [c.title() for c in accuracy.columns.values()][:4] == ["setting", "training seeds", "clean (%)",
+                                                                   "q = 10 (%)"]
+    cells = {r[0]: r for r in accuracy.cells()}
+    assert cells["TTAC (features)"][-1] == "—"  # not scored at q = 90
+    assert cells["baseline"][3] == f"{100 * ex.sweep_table(results, 'baseline')[10]:.1f}"
+    assert "<table" in table._repr_html_() and "<table" in accuracy._repr_html_()
 
 
 def test_class_change_bars_and_orders(results):
