@@ -5,8 +5,10 @@ Every function takes plain arguments, seeds itself and returns plain data, so
 
 ``train_gan`` trains a DCGAN-style pair (``labkit.models.toy_gan``) on digits (16², one channel)
 or compositional scenes (32², RGB) with one of ``GAN_LOSSES``, optional SAGAN self-attention in
-G, and self- or reference attention in D. One step: D on ``d_loss(real, fake)`` plus
-``r1_gamma / 2 · R1`` on the primary reals every ``r1_every`` steps; then G on fresh fakes with
+G, and self- or reference attention in D, with Adam at ``lr`` and ``betas`` (the spec's 2e-4 and
+(0.5, 0.999) by default; the chapter passes StyleGAN2's 2e-3 and (0, 0.99)). One step: D on
+``d_loss(real, fake)`` plus ``r1_gamma / 2 · R1`` on the primary reals every ``r1_every`` steps;
+then G on fresh fakes with
 ``g_loss(real, fake)``: the same (real, fake) argument order as D, because the G loss swaps the
 roles itself (``labkit.methods.dual_contrastive``; stylegan2-pytorch issue #289 is the bug of
 swapping them a second time). In the G step D is frozen and the real logits are computed without
@@ -16,8 +18,9 @@ resampled every step, and the same reference batch serves the real and the fake 
 Every measurement uses an exponential moving average of G's weights, as StyleGAN2 evaluates its
 generator (the spec keeps "the rest of the StyleGAN2 recipe"). The decay follows StyleGAN2-ADA's
 ``auto`` config: after n images, the average's half-life is min(batch · 10,000 / 32, 0.05 · n)
-images (β ≈ 0.98 a step after 700 steps of 64). G has BatchNorm, so before each evaluation the
-average's running statistics are recomputed from 2,000 fixed latents (as SWA does).
+images (β ≈ 0.98 a step after 700 steps of 64, ≈ 0.993 after 2,000). G has BatchNorm, so before
+each evaluation the average's running statistics are recomputed from 2,000 fixed latents (as SWA
+does).
 
 Metrics live in the feature space of ``labkit.metrics.gan_features.feature_classifier`` (trained
 once per machine): classifier-FD of ``num_eval`` fakes against ``num_eval`` fixed reals, whose
@@ -138,8 +141,9 @@ def _refresh_batchnorm(G: torch.nn.Module, latents: torch.Tensor) -> None:
     G.eval()
 
 
-def _probe(penultimate, images: torch.Tensor, labels: torch.Tensor, refs: torch.Tensor | None) -> float:
-    """Accuracy of a logistic regression on D's standardized penultimate features (1,000 / rest)."""
+def _probe(penultimate, images: torch.Tensor, labels: torch.Tensor, refs: torch.Tensor | None) -> np.ndarray:
+    """Per held-out image, whether a logistic regression on D's standardized penultimate features
+    (fit on 1,000 images) predicts its label: uint8 ``(n − 1,000,)``, the same images for every run."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -150,17 +154,18 @@ def _probe(penultimate, images: torch.Tensor, labels: torch.Tensor, refs: torch.
     train, test = order[:PROBE_TRAIN], order[PROBE_TRAIN:]
     scaler = StandardScaler().fit(X[train])
     clf = LogisticRegression(max_iter=500, C=0.1).fit(scaler.transform(X[train]), labels.numpy()[train])
-    return float(clf.score(scaler.transform(X[test]), labels.numpy()[test]))
+    return (clf.predict(scaler.transform(X[test])) == labels.numpy()[test]).astype(np.uint8)
 
 
 def train_gan(dataset: str, image_size: int, loss: str, g_attention: bool, d_attention: str, steps: int,
-              seed: int, batch_size: int = 64, width: int = 32, lr: float = 2e-4, r1_gamma: float = 1.0,
-              r1_every: int = 4, eval_every: int = 100, num_eval: int = 800, probe: bool = True,
+              seed: int, batch_size: int = 64, width: int = 32, lr: float = 2e-4, betas: tuple = (0.5, 0.999),
+              r1_gamma: float = 1.0, r1_every: int = 4, eval_every: int = 100, num_eval: int = 800, probe: bool = True,
               classifier_steps: int = CLASSIFIER_STEPS, device: str = "cpu") -> dict:
     """One image GAN (see the module docstring), trained on ``device`` ("cpu" or "cuda"; the
     metric classifier and every metric stay on the CPU). Returns plain data: final ``fd``, ``precision``,
-    ``recall``, ``validity`` (scenes, else None), ``probe`` and ``probe_init`` (the probe on D at
-    initialisation; None without ``probe``),
+    ``recall``, ``validity`` (scenes, else None), ``probe``, ``probe_correct`` (uint8 per held-out
+    image, for a bootstrap over test items) and ``probe_init`` (the probe on D at initialisation;
+    None without ``probe``),
     ``curve`` {step, fd}, ``logits`` {step, real (k, 256), fake (k, 256)}, ``samples`` uint8
     ``(36, C, S, S)``, ``generator`` {spec, state} (samples and state: the averaged G), ``d_maps`` (None without D attention) and
     ``history`` (losses, R1, the mean logit, which DCL leaves free to drift)."""
@@ -181,8 +186,8 @@ def train_gan(dataset: str, image_size: int, loss: str, g_attention: bool, d_att
                              generator=torch.Generator().manual_seed(seed + 10_000)).to(dev)
     averaged_changed = [True]  # its BatchNorm statistics need recomputing before the next sample
     uses_refs = d_attention == "reference"
-    opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=tuple(betas))
+    opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=tuple(betas))
     rng = torch.Generator().manual_seed(seed)
     z_eval = torch.randn(num_eval, LATENT_DIM, generator=rng).to(dev)
     z_logits = torch.randn(NUM_LOGITS, LATENT_DIM, generator=rng).to(dev)
@@ -254,7 +259,7 @@ def train_gan(dataset: str, image_size: int, loss: str, g_attention: bool, d_att
     probing, probe_labels = bool(probe), targets[PROBE_TARGETS[dataset]]
     probe_refs = (images[torch.randperm(len(images), generator=torch.Generator().manual_seed(1))]
                   if uses_refs else None)  # fixed real references, independent of the probed image
-    probe_init = _probe(penultimate, images, probe_labels, probe_refs) if probing else None
+    probe_init = float(_probe(penultimate, images, probe_labels, probe_refs).mean()) if probing else None
     if 0 in logit_steps:
         record_logits(0)
     history = fit(G, [None], step_fn, (), steps, log_every=10, progress=False)
@@ -264,10 +269,11 @@ def train_gan(dataset: str, image_size: int, loss: str, g_attention: bool, d_att
     validity = None
     if dataset == "scenes":
         validity = composition_validity(classifier, fakes, 2, 4, shape_heads=SHAPE_HEADS)
-    probe_accuracy = _probe(penultimate, images, probe_labels, probe_refs) if probing else None
+    probe_correct = _probe(penultimate, images, probe_labels, probe_refs) if probing else None
     return dict(dataset=dataset, image_size=image_size, loss=loss, g_attention=bool(g_attention),
                 d_attention=d_attention, seed=seed, steps=steps, fd=frechet_distance(real_features, fake_features),
-                precision=pr["precision"], recall=pr["recall"], validity=validity, probe=probe_accuracy,
+                precision=pr["precision"], recall=pr["recall"], validity=validity,
+                probe=None if probe_correct is None else float(probe_correct.mean()), probe_correct=probe_correct,
                 probe_init=probe_init,
                 curve=curve, logits={k: np.stack(v) if k != "step" else v for k, v in logits.items()},
                 samples=_to_uint8(fakes[:NUM_SHOWN]),

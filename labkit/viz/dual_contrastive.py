@@ -24,7 +24,7 @@ from labkit.experiments import dual_contrastive as experiment
 from labkit.methods.dual_contrastive import SelfAttention2d
 from labkit.models import ImageGenerator
 from labkit.models.toy_gan import TRUNK_RESOLUTION  # D's attention acts on its trunk's 8×8 output
-from labkit.viz import plots, widgets
+from labkit.viz import plots, tables, widgets
 from labkit.viz.plots import PALETTE, compact, style, subplot_refs
 
 # baselines blue-grey, DCL (the paper's loss) orange, attention rows darker or warmer shades
@@ -146,6 +146,53 @@ def plot_ablation(results: dict) -> go.Figure:
     return style(fig, height=480, margin=dict(t=120), legend=dict(x=1.02, y=1, xanchor="left"))
 
 
+# ---- 1b. result tables --------------------------------------------------------------------------
+
+def _cell(mean: float, std: float, digits: int = 3) -> str | None:
+    """``mean ± std`` for a table cell; None (a dropped column when all are) when not measured."""
+    return None if not np.isfinite(mean) else tables.mean_std(mean, std, digits)
+
+
+def ablation_result_table(results: dict) -> tables.ResultTable:
+    """The ablation as a readable table: mean ± std over seeds per measured metric, the floor last."""
+    rows = []
+    for t in experiment.ablation_table(results):
+        floor = t["seeds"] == 0
+        rows.append(dict(row=t["row"], loss=t["loss"] or None, g=None if floor else ("yes" if t["g_attention"] else "no"),
+                         d=t["d_attention"] or None, seeds=t["seeds"] or None,
+                         **{m: _cell(t[f"{m}_mean"], t[f"{m}_std"], 1 if m == "fd" else 3)
+                            for m in experiment.METRICS}))
+    columns = {"row": "ablation row", "loss": "loss", "g": "G attention", "d": "D attention", "seeds": "seeds",
+               "fd": tables.Column("classifier-FD", unit="lower is better"), "precision": "k-NN precision",
+               "recall": "k-NN recall", "validity": "composition validity", "probe": "probe accuracy of D"}
+    return tables.result_table(rows, columns, title="Ablation: mean ± std over seeds",
+                               note="The last row is the real-vs-real floor: no generator can go below it.")
+
+
+def convergence_result_table(results: dict) -> tables.ResultTable:
+    """Per row: final FD, in floors, its change over the last third of training, and our verdict."""
+    rows = [dict(row=c["row"], fd=c["fd"], in_floors=c["in_floors"], change=c["change"],
+                 converged="yes" if c["converged"] else "no") for c in experiment.convergence_table(results)]
+    columns = {"row": "ablation row", "fd": tables.Column("final classifier-FD", digits=1, unit="mean over seeds"),
+               "in_floors": tables.Column("FD / floor", digits=1),
+               "change": tables.Column("FD change over the last third", percent=True, digits=3),
+               "converged": "converged"}
+    return tables.result_table(rows, columns, title="Convergence check (ours)",
+                               note=f"A row has converged when its seed-mean FD curve moved by at most "
+                                    f"±{100 * experiment.CONVERGENCE_TOL:.0f} % over the last third of training "
+                                    f"(a least-squares line through the checkpoints there) or ended within "
+                                    f"{experiment.FLOOR_FACTOR:g}× the real-vs-real floor.")
+
+
+def ring_result_table(results: dict) -> tables.ResultTable:
+    """Per ring loss: modes covered per seed, their mean ± std, and the high-quality share."""
+    rows = [dict(loss=t["loss"], modes=", ".join(str(m) for m in t["modes"]), mean=_cell(t["modes_mean"], t["modes_std"], 2),
+                 quality=t["high_quality_mean"]) for t in experiment.ring_table(results)]
+    columns = {"loss": "loss", "modes": "modes covered per seed (of 8)", "mean": "modes, mean ± std",
+               "quality": tables.Column("high-quality samples", percent=True, digits=3)}
+    return tables.result_table(rows, columns, title="The 8-Gaussian ring at the last checkpoint")
+
+
 # ---- 2. classifier-FD during training ------------------------------------------------------------
 
 def _row_line(x: Any, series: list[list[float]], *, name: str, colour: str, refs: dict | None = None,
@@ -166,8 +213,13 @@ def plot_fd_curves(results: dict) -> go.Figure:
     for k, (row, entries) in enumerate(results["runs"].items()):
         fig.add_traces(_row_line(entries[0]["curve"]["step"], [r["curve"]["fd"] for r in entries], name=row,
                                  colour=_colour(row, k)))
-    floor = float(results["floor"])
-    fig.add_trace(plots.bound_trace([0, results["config"]["steps"]], [floor] * 2, name=f"real vs real ({floor:.3g})"))
+    floor, steps = float(results["floor"]), results["config"]["steps"]
+    fig.add_trace(plots.bound_trace([0, steps], [floor] * 2, name=f"real vs real ({floor:.3g})"))
+    factor = experiment.FLOOR_FACTOR
+    fig.add_trace(plots.bound_trace([0, steps], [factor * floor] * 2, name=f"{factor:g}× the floor", dash="dot"))
+    # where our convergence check reads the curves
+    fig.add_vrect(x0=steps * (1 - experiment.CONVERGENCE_WINDOW), x1=steps, fillcolor="#888888", opacity=0.12,
+                  line_width=0, annotation_text="convergence window", annotation_position="top left")
     fig.update_xaxes(title_text="training step")
     fig.update_yaxes(title_text="classifier-FD", type="log")
     return style(fig, title="Classifier-FD during training (band: ± std over seeds)", height=440,

@@ -36,8 +36,10 @@ def test_budgets_and_bad_fields():
     assert ex.from_budget("quick") == ex.DCLConfig()
     quick, full = ex.from_budget("quick"), ex.from_budget("full")
     assert quick.dataset == "digits" and quick.image_size == 16 and quick.rows == ("ns", "dcl", ex.FULL_MODEL)
-    assert full.dataset == "scenes" and full.image_size == 32 and full.rows == tuple(ex.ROWS)
-    assert full.seeds >= 2 and full.ring_seeds == 6 and full.probe
+    assert full.dataset == quick.dataset == "digits" and full.image_size == 16 and full.rows == ex.CLAIM_ROWS
+    assert full.seeds >= 3 and full.ring_seeds >= 3 and full.probe  # every comparison over >= 3 seeds
+    assert (full.width, full.lr, full.betas) == (quick.width, quick.lr, quick.betas)  # one recipe
+    assert full.steps // full.eval_every * ex.CONVERGENCE_WINDOW >= ex.MIN_WINDOW_CHECKPOINTS  # checkable
     assert ex.from_budget("smoke").rows == ("ns", "dcl") and ex.from_budget("smoke").ring_seeds == 1
     with pytest.raises(ValueError, match="unknown config field.*num_stpes.*valid fields.*ring_steps"):
         ex.from_budget("quick", num_stpes=3)
@@ -59,7 +61,10 @@ def test_rows_and_plan():
     assert {loss for loss, _, _ in ex.ROWS.values()} == set(dc.GAN_LOSSES)
     full = ex.from_budget("full")
     plan = ex.gan_plan(full)
-    assert len(plan) == 7 * full.seeds and {row for row, _ in plan} == set(ex.ROWS)
+    assert len(plan) == len(ex.CLAIM_ROWS) * full.seeds and {row for row, _ in plan} == set(ex.CLAIM_ROWS)
+    assert all(kwargs["width"] == full.width and kwargs["betas"] == full.betas for _, kwargs in plan)
+    claimed = {"dcl", "ns", ex.FULL_MODEL, "dcl+g-attn", "dcl+g-attn+d-self"}  # the rows of 2a–2c, 3, 4a, 5
+    assert set(ex.CLAIM_ROWS) == claimed
     assert plan[0][1]["d_attention"] == "reference" and plan[-1][1]["d_attention"] == "none"  # longest first
     signature = inspect.signature(runs.train_gan)
     for _, kwargs in plan:
@@ -99,28 +104,117 @@ def test_tables_and_claims(smoke_results):
     assert [h["step"] for h in histograms] == [0, 7, 13, 20]
     assert all(h["real"].sum() == h["fake"].sum() == runs.NUM_LOGITS and len(h["edges"]) == 11 for h in histograms)
     claims = ex.claims(smoke_results)
-    names = [c.name.split(".")[0] for c in claims]
-    assert names == ["S1", "S2", "2a", "2b", "2c", "3", "4a", "4b", "5", "6"]
-    asserted = [c for c in claims if c.asserted("quick")]
-    assert [c.name[:2] for c in asserted] == ["S1", "S2"] and all(c.held for c in asserted)
-    assert all(c.asserted_at == () for c in claims if c.name[0] in "2345")  # paper claims: reported only
-    assert claims[-1].asserted_at == ("full",)  # the ring counter-example is expected to hold at full
+    assert [c.name.split(".")[0] for c in claims[2:]] == ["2a", "2b", "2c", "3", "4a", "4b", "5", "6"]
+    assert [c.status for c in claims[:2]] == ["reported", "reported"]  # distance to the floor, convergence
+    assert not any(c.asserted_at for c in claims)
     by_name = {c.name.split(".")[0]: c for c in claims}
-    assert by_name["2b"].measured is None and "on scenes" in by_name["2b"].detail  # digits: no validity
-    assert by_name["5"].measured is None  # rows not run at smoke
-    assert not by_name["2a"].held and "one seed" in by_name["2a"].detail  # a single seed separates nothing
+    assert by_name["2b"].status == "not measured" and "on scenes" in by_name["2b"].detail  # digits: no validity
+    assert by_name["5"].status == "not measured"  # rows not run at smoke
+    for key in ("2a", "3", "6"):  # one seed: an infinite interval, so nothing is judged
+        assert by_name[key].status == "inconclusive" and by_name[key].high == math.inf
+    assert "too few checkpoints" in by_name["2a"].detail  # 2 checkpoints: convergence cannot be told
 
 
-def test_held_needs_the_gain_to_exceed_the_pooled_std():
-    def fake(ns, dcl):
-        entries = lambda fds: [dict(fd=f, probe=None, seed=i) for i, f in enumerate(fds)]
-        return dict(runs={"ns": entries(ns), "dcl": entries(dcl)})
+# --- the verdicts, on hand-made per-seed numbers ---------------------------------------------------
 
-    gain, pooled, held, _ = ex._gain(fake([30.0, 32.0, 34.0], [20.0, 22.0, 24.0]), "fd", "dcl", "ns", True)
-    assert gain == pytest.approx(10.0) and pooled == pytest.approx(2.0) and held
-    gain, pooled, held, _ = ex._gain(fake([30.0, 40.0], [28.0, 38.0]), "fd", "dcl", "ns", True)
-    assert gain == pytest.approx(2.0) and not held  # the seeds' spread swamps the gain
-    assert ex._gain(fake([30.0], [20.0]), "fd", "dcl", "ns", True)[2] is False
+STEPS = list(range(100, 1300, 100))  # 12 checkpoints: 5 in the last third
+
+
+def hand_made(fds: dict[str, list[float]], *, falling: float = 0.0, probe: dict | None = None,
+              seeds: dict | None = None, floor: float = 2.0) -> dict:
+    """Results with the given final FD per row and seed. Each FD curve ends at that value; with
+    ``falling`` it starts ``falling`` × higher and falls linearly (flat otherwise). ``probe[row]``
+    lists per-seed uint8 arrays of probe correctness."""
+    def run(row, k, fd):
+        seed = (seeds or {}).get(row, range(100))[k]
+        curve = [fd * (1 + falling * (1 - i / (len(STEPS) - 1))) for i in range(len(STEPS))]
+        items = (probe or {}).get(row)
+        return dict(seed=seed, fd=fd, validity=None, curve=dict(step=STEPS, fd=curve), probe_init=0.5,
+                    probe=None if items is None else float(items[k].mean()),
+                    probe_correct=None if items is None else items[k])
+    return dict(floor=floor, config=dict(num_eval=800, ring_steps=0), ring={},
+                runs={row: [run(row, k, fd) for k, fd in enumerate(values)] for row, values in fds.items()},
+                rows={row: dict(zip(("loss", "g_attention", "d_attention"), ex.ROWS[row])) for row in fds})
+
+
+def claim(results, key):
+    return next(c for c in ex.claims(results) if c.name.startswith(key + "."))
+
+
+def test_fd_change_and_the_convergence_check():
+    assert ex.fd_change(STEPS, [5.0] * 12) == pytest.approx(0.0)
+    line = [20.0 - i for i in range(12)]  # falls 1 a checkpoint; the last third spans 400 steps
+    window = line[-5:]
+    assert ex.fd_change(STEPS, line) == pytest.approx(-4.0 / np.mean(window))
+    assert math.isnan(ex.fd_change([100, 200], [3.0, 2.0]))  # too few checkpoints to tell
+    flat = hand_made({"ns": [30.0, 31.0]})
+    assert ex.row_convergence(flat, "ns")["converged"]
+    assert not ex.row_convergence(hand_made({"ns": [30.0, 31.0]}, falling=1.0), "ns")["converged"]
+    rising = hand_made({"ns": [30.0]}, falling=-0.5)  # FD climbing at the end: not a plateau either
+    assert ex.row_convergence(rising, "ns")["change"] > ex.CONVERGENCE_TOL
+    assert not ex.row_convergence(rising, "ns")["converged"]
+    near = ex.row_convergence(hand_made({"ns": [5.0, 5.8]}, falling=1.0, floor=2.0), "ns")  # 2.7× the floor
+    assert near["change"] < -ex.CONVERGENCE_TOL and near["in_floors"] == pytest.approx(2.7) and near["converged"]
+    assert not ex.row_convergence(hand_made({"ns": [6.2, 6.2]}, falling=1.0, floor=2.0), "ns")["converged"]
+
+
+def test_an_fd_claim_can_be_held_not_reproduced_or_inconclusive():
+    held = claim(hand_made({"ns": [30.0, 32.0, 34.0], "dcl": [20.0, 22.5, 24.0]}), "2a")
+    assert held.status == "held" and held.high < 0 and held.noise == "paired t over 3 seeds"
+    worse = claim(hand_made({"ns": [20.0, 22.5, 24.0], "dcl": [30.0, 32.0, 34.0]}), "2a")
+    assert worse.status == "not reproduced" and worse.low > 0
+    noisy = claim(hand_made({"ns": [30.0, 40.0, 35.0], "dcl": [28.0, 45.0, 30.0]}), "2a")
+    assert noisy.status == "inconclusive" and noisy.low < 0 < noisy.high
+    one_seed = claim(hand_made({"ns": [30.0], "dcl": [20.0]}), "2a")
+    assert one_seed.status == "inconclusive" and one_seed.high == math.inf
+    unpaired = claim(hand_made({"ns": [30.0, 32.0, 34.0], "dcl": [20.0, 22.0, 24.0]},
+                               seeds={"ns": [0, 1, 2], "dcl": [5, 6, 7]}), "2a")
+    assert unpaired.noise.startswith("Welch") and unpaired.status == "held"
+    ref = claim(hand_made({"dcl+g-attn+d-self": [30.0, 33.0, 31.0], "dcl+g-attn+d-ref": [35.0, 38.0, 37.0]}), "5")
+    assert ref.status == "not reproduced" and ref.check == "FD(dcl+g-attn+d-ref) − FD(dcl+g-attn+d-self) < 0"
+
+
+def test_an_unconverged_comparison_is_inconclusive_not_judged():
+    fds = {"ns": [20.0, 22.5, 24.0], "dcl": [30.0, 32.0, 34.0]}
+    assert claim(hand_made(fds), "2a").status == "not reproduced"
+    still_falling = claim(hand_made(fds, falling=1.0), "2a")
+    assert still_falling.status == "inconclusive" and "not converged" in still_falling.detail
+    assert "the interval alone says not reproduced" in still_falling.detail
+    assert still_falling.high < 0 or still_falling.low > 0  # the interval itself is kept, only the verdict changes
+    better = {"ns": fds["dcl"], "dcl": fds["ns"]}  # a gain before the plateau is not judged either
+    assert claim(hand_made(better, falling=1.0), "2a").status == "inconclusive"
+    observed = ex.claims(hand_made(fds, falling=1.0))[1]
+    assert observed.status == "reported" and observed.measured == "0 of 2"
+
+
+def test_the_probe_claim_bootstraps_seeds_and_test_images():
+    rng = np.random.default_rng(0)
+
+    def items(rate, num_seeds=3):
+        return [(rng.random(400) < rate).astype(np.uint8) for _ in range(num_seeds)]
+
+    def probe_claim(dcl, ns):
+        return claim(hand_made({"ns": [30.0] * len(ns), "dcl": [30.0] * len(dcl)}, probe={"ns": ns, "dcl": dcl}), "3")
+
+    held = probe_claim(items(0.95), items(0.80))
+    assert held.status == "held" and "bootstrap" in held.noise and "3 seeds × 400 held-out images" in held.noise
+    assert probe_claim(items(0.80), items(0.95)).status == "not reproduced"
+    assert probe_claim(items(0.90), items(0.90)).status == "inconclusive"
+    assert probe_claim(items(0.95, 1), items(0.80, 1)).status == "inconclusive"  # one seed
+
+
+def test_the_ring_claim_pairs_modes_by_seed():
+    def ring_claim(ns, dcl):
+        results = hand_made({"ns": [30.0]})
+        results["config"]["ring_steps"] = 5000
+        results["ring"] = {loss: [dict(seed=s, final=dict(modes_covered=m, high_quality_fraction=0.5))
+                                  for s, m in enumerate(modes)] for loss, modes in (("ns", ns), ("dcl", dcl))}
+        return claim(results, "6")
+
+    held = ring_claim([8, 7, 8, 6, 8, 8], [2, 3, 2, 4, 2, 3])
+    assert held.status == "held" and held.noise == "paired t over 6 seeds" and held.measured == pytest.approx(-29 / 6)
+    assert ring_claim([2, 3, 2, 4, 2, 3], [8, 7, 8, 6, 8, 8]).status == "not reproduced"
+    assert ring_claim([8, 2, 7, 3, 6, 8], [2, 8, 6, 7, 5, 8]).status == "inconclusive"
 
 
 def test_a_tiny_run_repeats_exactly(smoke_results, one_thread):
@@ -133,6 +227,9 @@ def test_a_tiny_run_repeats_exactly(smoke_results, one_thread):
     np.testing.assert_array_equal(first["samples"], second["samples"])
     np.testing.assert_array_equal(first["d_maps"]["maps"], second["d_maps"]["maps"])
     assert first["d_maps"]["maps"].shape == (2, 64, 64)  # real and fake primaries at D's 8² trunk
+    # the maps the views draw are distributions over the reference's positions (softmax rows)
+    np.testing.assert_allclose(first["d_maps"]["maps"].sum(-1), 1, atol=1e-5)
+    assert first["probe_correct"].dtype == np.uint8 and first["probe"] == pytest.approx(first["probe_correct"].mean())
 
 
 def test_g_loss_is_called_in_the_generators_order(smoke_results, monkeypatch, one_thread):

@@ -157,12 +157,17 @@ def test_ablation_with_seeds_and_validity(full_like):
 
 def test_fd_curves(results, full_like):
     fig = views.plot_fd_curves(results)
-    assert [t.name for t in fig.data] == [*ex.ROWS, f"real vs real ({results['floor']:.3g})"]  # one seed: no band
+    floor = results["floor"]
+    assert [t.name for t in fig.data] == [*ex.ROWS, f"real vs real ({floor:.3g})", "3× the floor"]  # one seed: no band
     for trace, row in zip(fig.data, ex.ROWS):
         curve = results["runs"][row][0]["curve"]
         assert list(trace.x) == curve["step"]
         np.testing.assert_allclose(trace.y, curve["fd"], rtol=1e-5)
-    assert fig.layout.yaxis.type == "log" and fig.data[-1].line.dash == "dash"
+    assert fig.layout.yaxis.type == "log" and fig.data[-2].line.dash == "dash"
+    np.testing.assert_allclose(fig.data[-1].y, [ex.FLOOR_FACTOR * floor] * 2)
+    (window,) = fig.layout.shapes  # the last third of training, where the convergence check looks
+    steps = results["config"]["steps"]
+    assert window.x1 == steps and window.x0 == pytest.approx(steps * (1 - ex.CONVERGENCE_WINDOW))
     fig = views.plot_fd_curves(full_like)
     band, line = fig.data[0], fig.data[1]
     fds = np.array([r["curve"]["fd"] for r in full_like["runs"]["ns"]])
@@ -346,3 +351,30 @@ def test_sample_explorer_samples_every_row(results):
     assert panel.figure.layout.title.text == "ns (trained with seed 0), latent seed 3"
     with pytest.raises(ValueError, match="no trained row 'nope'"):
         panel.render(row="nope", latent_seed=0)
+
+
+def test_result_tables_drop_what_was_not_measured(results, full_like):
+    table = views.ablation_result_table(results)
+    assert [c.title() for c in table.columns.values()][:6] == [
+        "ablation row", "loss", "G attention", "D attention", "seeds", "classifier-FD (lower is better)"]
+    assert "composition validity" in table.dropped and "probe accuracy of D" in table.dropped  # digits, no probe
+    cells = table.cells()
+    assert [row[0] for row in cells] == [*ex.ROWS, "real vs real (floor)"]
+    assert cells[0][5] == f"{results['runs']['ns'][0]['fd']:.1f}"  # one seed: a mean, no ± std
+    assert cells[-1][5] == f"{results['floor']:.1f}" and cells[-1][1] == "—"
+    assert "Not measured at this budget: composition validity" in repr(table)
+    fds = [r["fd"] for r in full_like["runs"]["ns"]]
+    full_cells = views.ablation_result_table(full_like).cells()
+    assert full_cells[0][5] == f"{np.mean(fds):.1f} ± {np.std(fds, ddof=1):.1f}"
+    assert "composition validity" in [c.title() for c in views.ablation_result_table(full_like).columns.values()]
+
+
+def test_convergence_and_ring_tables(results, full_like):
+    table = views.convergence_result_table(results)
+    assert [row[0] for row in table.cells()] == list(ex.ROWS)
+    assert {row[-1] for row in table.cells()} == {"no"}  # 2 checkpoints: too few to tell
+    assert "FD change over the last third" in table.dropped  # NaN everywhere at smoke
+    ring = views.ring_result_table(full_like).cells()
+    assert [row[0] for row in ring] == ["ns", "dcl"]
+    modes = [r["final"]["modes_covered"] for r in full_like["ring"]["ns"]]
+    assert ring[0][1] == ", ".join(map(str, modes))
