@@ -14,10 +14,12 @@ import time
 
 import torch
 
-# Calibration, 2-core development machine: the workload's thread CPU time, 0.55 s (what its wall
-# time is when the machine is idle; measured under load, where wall time was 1.4 s).
-REFERENCE_S_CALIBRATED = 0.55
-QUICK_TEST_LIMIT_S = 90.0  # what the test suite allows one quick run on the calibration machine (target: 60 s idle)
+# Calibration, 2-core development machine, idle: reference_seconds() gave 0.48 s at one time and
+# 0.53–0.55 s at another (its thread CPU time under load was 0.55 s too).
+REFERENCE_S_CALIBRATED = 0.5
+# The suite guards against gross regressions only: twice the 60 s target on the calibration machine.
+# Whether a chapter meets the target itself is measured by benchmarks/chapter_durations.py.
+QUICK_TEST_LIMIT_S = 120.0
 QUICK_LIMIT_UNITS = QUICK_TEST_LIMIT_S / REFERENCE_S_CALIBRATED
 
 
