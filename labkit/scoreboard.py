@@ -9,11 +9,10 @@ committed, its outcome is shown beside, marked stale.
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import re
 from typing import Mapping
 
-from .report import COUNTED, claim_status
+from .report import COUNTED, _number, claim_status
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|$~&])")  # what is special inside a table cell
 _MARK = {"held": "✓ held", "not reproduced": "✗ not reproduced", "inconclusive": "～ inconclusive",
@@ -26,18 +25,10 @@ def md(text: object) -> str:
 
 
 def number(x: object) -> str:
-    """Floats to 3 decimals (3 significant digits when tiny or huge), anything else as text."""
-    if x is None:
-        return "—"
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return str(x)
-    if isinstance(x, int):
-        return str(x)
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "∞" if x > 0 else "−∞"
-    return f"{x:.3g}" if x and not 1e-3 <= abs(x) < 1e6 else f"{x:.3f}"
+    """A saved value as the claims table writes it (``labkit.report``), text left as it is."""
+    if x is None or isinstance(x, bool) or not isinstance(x, (int, float)):
+        return "—" if x is None else str(x)
+    return str(x) if isinstance(x, int) else _number(x)
 
 
 def outcome(claim: dict | None) -> str:
