@@ -56,7 +56,7 @@ class LotteryConfig:
     pretrain_steps: int = 200
     pretrain_lr: float = 2e-3
     # the detector's schedule (the dense run and every retraining)
-    steps: int = 100
+    steps: int = 60
     lr: float = 2e-3
     batch_size: int = 8
     optimizer: str = "adamw"

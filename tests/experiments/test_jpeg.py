@@ -31,8 +31,8 @@ def test_budgets_and_bad_fields():
         ex.from_budget("quick", corrector_qualities=(10, 20))
     with pytest.raises(ValueError, match="ablation_qualities=.*must be among corrector_qualities"):
         ex.from_budget("quick", ablation_qualities=(10, 20))
-    with pytest.raises(ValueError, match="finetune_steps=150 .*below classifier_steps=150"):
-        ex.from_budget("quick", finetune_steps=150)
+    with pytest.raises(ValueError, match="finetune_steps=100 .*below classifier_steps=100"):
+        ex.from_budget("quick", finetune_steps=100)
     with pytest.raises(ValueError, match="ttac_steps=0 .*above 0"):
         ex.from_budget("quick", ttac_steps=0)
     with pytest.raises(ValueError, match="num_seeds=0"):
