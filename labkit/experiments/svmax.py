@@ -52,8 +52,8 @@ class SVMaxConfig:
     # Part B: ring GAN
     gan_lrs: tuple = (0.025, 0.005)
     gan_lambda: float = 0.01
-    gan_seeds: int = 3
-    gan_steps: int = 1000
+    gan_seeds: int = 2
+    gan_steps: int = 600
     gan_checkpoints: int = 3
     gan_unrolled_lrs: tuple = ()  # lrs that also get unrolled-D rows (full only: 5x the cost)
     gan_unrolled_seeds: int = 4
