@@ -23,7 +23,13 @@ Where the interval comes from (stated once in the book, ``book/claims.md``):
 - ``bootstrap_interval``: test items only, for a single deterministic computation (no training).
 
 One seed gives an infinite t interval: a comparison measured on one training run is inconclusive
-by construction of the rule, which is the honest reading of one run.
+by construction of the rule, which is the honest reading of one run. So does *no spread*: when
+every seed (or every resample) gives exactly the same value, the data show no noise to size the
+interval with (typically a discrete statistic, a rank correlation over a dozen tensors, that the
+seeds do not move), and a zero-width interval would make any such difference held; the rule
+then uses the distribution-free (sign-test) interval of the median, which needs 6 identical values
+for 95 %. ``bounded``
+clips an interval to the range a statistic can take (a correlation never exceeds 1).
 
 ``claims_table`` renders claims for the page; ``save_claims`` writes them as JSON next to the
 executed notebook (``$LABKIT_OUTPUT_DIR``, set by ``labkit run``), where the book reads them. A
@@ -71,6 +77,24 @@ def _t_quantile(level: float, dof: int) -> float:
     return float(stats.t.ppf(0.5 + level / 2, dof))
 
 
+def _no_spread(value: float, method: str, num_seeds: int, level: float = LEVEL) -> Estimate:
+    """Every seed gave the same value: a t interval would have zero width. Fall back to the
+    distribution-free interval for the median, ``[min, max]`` of n values, whose coverage is
+    ``1 − 2^(1−n)``: a point at ``level`` = 95 % from 6 values on, no interval below that."""
+    if 1 - 2.0 ** (1 - num_seeds) >= level:
+        return Estimate(value, value, value, f"{method}: identical values (sign-test interval)", num_seeds)
+    return Estimate(value, -math.inf, math.inf,
+                    f"{method}: identical values, too few to bound without a spread", num_seeds)
+
+
+def bounded(estimate: Estimate, low: float, high: float) -> Estimate:
+    """``estimate`` with its interval clipped to ``[low, high]``, the range its statistic can take."""
+    if not low < high:
+        raise ValueError(f"bounded needs low < high; got low={low!r}, high={high!r}")
+    return dataclasses.replace(estimate, low=min(max(estimate.low, low), high),
+                               high=max(min(estimate.high, high), low))
+
+
 def seed_interval(values: Sequence[float], level: float = LEVEL, what: str = "t over") -> Estimate:
     """Mean of per-seed values with a Student-t interval; fewer than 2 seeds: (−inf, inf)."""
     x = np.asarray(values, dtype=float).ravel()
@@ -79,6 +103,8 @@ def seed_interval(values: Sequence[float], level: float = LEVEL, what: str = "t 
     mean = float(x.mean())
     if x.size < 2 or not np.isfinite(x).all():
         return Estimate(mean, -math.inf, math.inf, f"{what} {x.size} seed(s): no interval", int(x.size))
+    if np.ptp(x) == 0:
+        return _no_spread(mean, f"{what} {x.size} seeds", int(x.size), level)
     half = _t_quantile(level, x.size - 1) * float(x.std(ddof=1)) / math.sqrt(x.size)
     return Estimate(mean, mean - half, mean + half, f"{what} {x.size} seeds", int(x.size))
 
@@ -106,7 +132,7 @@ def unpaired_difference(method: Sequence[float], control: Sequence[float], level
     va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
     se = math.sqrt(va + vb)
     if se == 0:
-        return Estimate(diff, diff, diff, f"Welch t over {a.size} and {b.size} seeds (no spread)", seeds)
+        return _no_spread(diff, f"Welch t over {a.size} and {b.size} seeds", seeds, level)
     dof = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
     half = float(stats.t.ppf(0.5 + level / 2, dof)) * se
     return Estimate(diff, diff - half, diff + half, f"Welch t over {a.size} and {b.size} seeds", seeds)
@@ -114,16 +140,29 @@ def unpaired_difference(method: Sequence[float], control: Sequence[float], level
 
 def bootstrap_interval(values: Sequence[float], statistic: Callable[[np.ndarray], float] = np.mean, *,
                        level: float = LEVEL, num_resamples: int = NUM_RESAMPLES, seed: int = 0,
-                       what: str = "test items") -> Estimate:
-    """``statistic(values)`` with a percentile bootstrap over the items (one deterministic run)."""
+                       what: str = "test items", t_scaled: bool = False) -> Estimate:
+    """``statistic(values)`` with a bootstrap over the items (rows of ``values``) of one deterministic run.
+
+    Percentile interval; ``t_scaled``: ``value ± t_{n−1} · sd* · sqrt(n / (n − 1))`` as in
+    ``bootstrap_difference``, for a handful of items (test folds) where percentiles are too narrow.
+    """
     x = np.asarray(values, dtype=float)
-    if x.shape[0] == 0:
+    n = x.shape[0] if x.ndim else 0
+    if n == 0:
         raise ValueError("values is empty: a bootstrap needs at least one item")
+    value = float(statistic(x))
+    method = f"bootstrap over {n} {what}" + (" (t-scaled)" if t_scaled else "")
+    if t_scaled and n < 2:
+        return Estimate(value, -math.inf, math.inf, f"{method}: one item, no interval", 1)
     rng = np.random.default_rng(seed)
-    stats = [statistic(x[rng.integers(0, x.shape[0], x.shape[0])]) for _ in range(num_resamples)]
+    stats = np.array([statistic(x[rng.integers(0, n, n)]) for _ in range(num_resamples)])
+    if np.ptp(stats) == 0:
+        return _no_spread(value, method, n, level)
+    if t_scaled:
+        half = _t_quantile(level, n - 1) * float(np.std(stats, ddof=1)) * math.sqrt(n / (n - 1))
+        return Estimate(value, value - half, value + half, method, 1)
     low, high = np.quantile(stats, [0.5 - level / 2, 0.5 + level / 2])
-    return Estimate(float(statistic(x)), float(low), float(high),
-                    f"bootstrap over {x.shape[0]} {what}", 1)
+    return Estimate(value, float(low), float(high), method, 1)
 
 
 def bootstrap_difference(method: Sequence[np.ndarray], control: Sequence[np.ndarray] | None = None,
@@ -163,6 +202,8 @@ def bootstrap_difference(method: Sequence[np.ndarray], control: Sequence[np.ndar
     # variance by (n − 1)/n and normal quantiles ignore that the spread is estimated. Undo the
     # first and use t_{n−1}; with no item noise this is exactly the paired t interval.
     n = len(a)
+    if np.ptp(stats) == 0:
+        return _no_spread(value, f"two-level bootstrap over {n} seeds × {len(a[0])} {what}", n, level)
     half = _t_quantile(level, n - 1) * float(np.std(stats, ddof=1)) * math.sqrt(n / (n - 1))
     return Estimate(value, value - half, value + half,
                     f"two-level bootstrap over {n} seeds × {len(a[0])} {what} (t-scaled)", n)
@@ -185,7 +226,8 @@ def verdict(estimate: Estimate, threshold: float, direction: str) -> str:
     return "held" if below else "not reproduced" if above else "inconclusive"
 
 
-def _number(x: float | None) -> str:
+def format_number(x: float | None) -> str:
+    """A value as the claims table writes it: three significant digits, ∞ and — spelled out."""
     if x is None:
         return "—"
     if math.isnan(x):
@@ -253,13 +295,13 @@ class Claim:
         if self.measured is None:
             return "—"
         if isinstance(self.measured, (int, float)) and not isinstance(self.measured, bool):
-            return _number(float(self.measured))
+            return format_number(float(self.measured))
         return str(self.measured)
 
     def interval_text(self) -> str:
         if self.low is None or self.high is None:
             return ""
-        return f"[{_number(self.low)}, {_number(self.high)}]"
+        return f"[{format_number(self.low)}, {format_number(self.high)}]"
 
     def verdict_text(self) -> str:
         """The status, with "within noise" for an inconclusive comparison."""

@@ -12,7 +12,7 @@ import datetime as _dt
 import re
 from typing import Mapping
 
-from .report import COUNTED, _number, claim_status
+from .report import COUNTED, claim_status, format_number
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|$~&])")  # what is special inside a table cell
 _MARK = {"held": "✓ held", "not reproduced": "✗ not reproduced", "inconclusive": "～ inconclusive",
@@ -28,7 +28,7 @@ def number(x: object) -> str:
     """A saved value as the claims table writes it (``labkit.report``), text left as it is."""
     if x is None or isinstance(x, bool) or not isinstance(x, (int, float)):
         return "—" if x is None else str(x)
-    return str(x) if isinstance(x, int) else _number(x)
+    return str(x) if isinstance(x, int) else format_number(x)
 
 
 def outcome(claim: dict | None) -> str:

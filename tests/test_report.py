@@ -42,6 +42,44 @@ def test_seed_interval_matches_the_t_formula_and_one_seed_has_none():
     assert one.low == -math.inf and one.high == math.inf
 
 
+def test_identical_seeds_give_no_interval_rather_than_a_zero_width_one():
+    # A discrete statistic the seeds do not move (ch05 E4c: three identical rank correlations)
+    # must not be held on a zero-width interval.
+    for est in (report.seed_interval([0.107] * 3), report.paired_difference([0.5] * 3, [0.393] * 3),
+                report.unpaired_difference([0.5] * 3, [0.4] * 4),
+                report.bootstrap_difference([np.full(20, 0.5)] * 3, [np.full(20, 0.4)] * 3, num_resamples=50),
+                report.bootstrap_interval(np.full(4, 0.3), num_resamples=50)):
+        assert math.isinf(est.low) and math.isinf(est.high) and "identical values" in est.method
+        assert report.verdict(est, 0.0, ">") == "inconclusive"
+    assert math.isfinite(report.seed_interval([0.107, 0.107, 0.108]).low)
+    # From 6 identical values the sign test bounds the median at 95 % (1 − 2^-5 = 0.969).
+    six = report.seed_interval([0.107] * 6)
+    assert (six.low, six.high) == (0.107, 0.107) and "sign-test" in six.method
+    assert report.verdict(six, 0.0, ">") == "held"
+    assert math.isinf(report.seed_interval([0.107] * 5).low)
+
+
+def test_bootstrap_interval_over_a_few_folds_can_be_t_scaled():
+    folds = np.array([[1.0, 0.2], [1.4, 0.1], [0.9, 0.4], [1.2, 0.3], [1.1, 0.2]])
+    def gap(m):
+        return float(m[:, 0].mean() - m[:, 1].mean())
+    plain = report.bootstrap_interval(folds, gap, num_resamples=500)
+    scaled = report.bootstrap_interval(folds, gap, num_resamples=500, t_scaled=True)
+    assert plain.value == scaled.value == pytest.approx(gap(folds))
+    assert scaled.high - scaled.low > 1.5 * (plain.high - plain.low)  # t_4 and sqrt(5/4) widen it
+    assert scaled.high - scaled.value == pytest.approx(scaled.value - scaled.low)
+    assert math.isinf(report.bootstrap_interval(folds[:1], gap, t_scaled=True).low)
+
+
+def test_bounded_clips_to_the_statistics_range():
+    est = report.bounded(Estimate(0.9, 0.7, 1.2, "t"), -1.0, 1.0)
+    assert (est.low, est.high, est.value) == (0.7, 1.0, 0.9)
+    wide = report.bounded(Estimate(0.5, -math.inf, math.inf, "t"), -1.0, 1.0)
+    assert (wide.low, wide.high) == (-1.0, 1.0) and report.verdict(wide, 0.8, ">") == "inconclusive"
+    with pytest.raises(ValueError, match="low < high"):
+        report.bounded(est, 1.0, -1.0)
+
+
 def test_paired_difference_removes_the_shared_seed_effect():
     control = np.array([0.1, 0.5, 0.9])
     paired = report.paired_difference(control + 0.05 + np.array([0.0, 0.001, -0.001]), control)

@@ -80,7 +80,7 @@ class DCLConfig:
 # Quick (3 rows × 300 steps, one seed): ``run`` took 177 s loaded against 416 s for the old quick
 # (width 32; 73 s idle for the whole notebook), so ~35 s idle. Full: 5 rows × 3 seeds × 2,000
 # steps ≈ 2,000 core-s plus 12 ring runs of 5,000 steps (~280 core-s) at the loaded rates: under
-# 20 min on 2 cores even at those rates, ~13 min idle. The old full budget (32² scenes, width 32,
+# 20 min on 2 cores even at those rates; measured alone on 2 idle cores: 1,066 s. The old full budget (32² scenes, width 32,
 # the spec's Adam, 2 seeds × 700 steps, 1,093 s) ended at FD 345–625 against a floor of 1.4; our
 # digit pilots (seed 0) ended every claim row within 3× the floor at 2,000 steps.
 BUDGETS: dict[str, dict[str, Any]] = {

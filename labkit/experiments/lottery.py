@@ -85,7 +85,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "full": dict(num_seeds=3, num_train=600, num_test=500, num_crops=4000, pretrain_steps=1500, steps=700,
                  sparsities=(0.5, 0.8, 0.9, 0.95), headline_sparsities=(0.8, 0.9), control_sparsity=0.9,
                  layerwise_sparsities=(0.8, 0.95), iterative_rounds=3, rewind_fracs=(0.0, 0.1, 0.25, 0.8),
-                 module_subsets=("rpn", "base", "top", "all"), transfer_sparsities=(0.5, 0.9),
+                 module_subsets=("rpn", "base", "top", "all"), transfer_sparsities=(0.9,),
                  early_bird_fracs=(0.1, 0.25, 0.5, 0.75)),
 }
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
-import scipy.stats
 import torch
 from plotly.subplots import make_subplots
 
@@ -23,6 +22,7 @@ from labkit.data.photos import PHOTO_NAMES, load_photo, split_boundary
 from labkit.experiments import jpeg as experiment
 from labkit.experiments import jpeg_runs as runs
 from labkit.methods import jpeg
+from labkit.report import seed_interval
 from labkit.viz import plots, widgets
 from labkit.viz.plots import PALETTE, compact, style, subplot_refs
 from labkit.viz.tables import Column, ResultTable, mean_std, result_table
@@ -86,7 +86,7 @@ def _setting_traces(results: dict, setting: str, index: int, bpp: dict, span: li
     seeds as error bars (none with one seed), and its clean accuracy dashed."""
     table, spread = experiment.sweep_table(results, setting), experiment.sweep_spread(results, setting)
     qualities = sorted(q for q in table if q != CLEAN)
-    error = [100 * t_interval(spread[q]) for q in qualities]
+    error = [100 * half_width(spread[q]) for q in qualities]
     return _against_quality(qualities, [100 * table[q] for q in qualities], 100 * table.get(CLEAN, math.nan),
                             name=setting, colour=_colour(setting, index), span=span, unit=" %",
                             error=error if np.isfinite(error).any() else None,
@@ -345,12 +345,14 @@ def plot_class_change(results: dict) -> go.Figure:
 
 # ---- 6. detection -------------------------------------------------------------------------------
 
-def t_interval(values: Any, level: float = 0.95) -> float:
-    """Half-width of the Student-t interval of the mean of ``values`` (NaN with fewer than two)."""
-    values = np.asarray([v for v in values if v is not None and np.isfinite(v)], float)
-    if len(values) < 2:
+def half_width(values: Any) -> float:
+    """Half-width of ``labkit.report.seed_interval`` over the finite ``values``: the chapter's error
+    bars use the claims' interval (NaN, no bar, where it has none: one value, or no spread)."""
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    if not finite:
         return math.nan
-    return float(scipy.stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+    est = seed_interval(finite)
+    return est.high - est.value if math.isfinite(est.high) else math.nan
 
 
 def plot_detection(results: dict) -> go.Figure:
@@ -366,7 +368,7 @@ def plot_detection(results: dict) -> go.Figure:
     fig = go.Figure()
     for metric, (name, colour) in DETECTION_METRICS.items():
         mine = [q for q in qualities if np.isfinite(by_q[q].get(metric, math.nan))]
-        ci = [t_interval([f.get(metric) for f in by_q[q].get("folds") or []]) for q in mine]
+        ci = [half_width([f.get(metric) for f in by_q[q].get("folds") or []]) for q in mine]
         fig.add_traces(_against_quality(mine, [by_q[q][metric] for q in mine], by_q.get(CLEAN, {}).get(metric),
                                         name=name, colour=colour, span=span, unit="", error=ci,
                                         customdata=np.nan_to_num(compact(ci, 2)),

@@ -460,7 +460,7 @@ def gan_results(results: dict) -> ResultTable:
 def cells_table(results: dict) -> ResultTable:
     """Each cell of the every-cell claims (3, 4a, 4b, 5): paired difference, 95 % interval, verdict."""
     rows = [dict(row, interval=f"[{row['low']:+.3f}, {row['high']:+.3f}]" if math.isfinite(row["low"])
-                 else "none (one seed)") for row in experiment.cell_table(results)]
+                 else "none (one seed, or no spread)") for row in experiment.cell_table(results)]
     return result_table(rows, {"claim": "claim", "cell": "cell", "difference": Column("paired difference (mean)"),
                                "interval": "95 % interval over seeds", "check": "claimed side",
                                "seeds": METRICS["seeds"], "verdict": "cell verdict"},

@@ -157,21 +157,29 @@ def test_smoke_claims_are_judged_and_none_asserted(smoke_results):
 
 QUALITIES = (10, 30, 50, 90, 100)
 PAPER = {("baseline", 0): 0.90, ("baseline", 10): 0.60, ("baseline", 30): 0.75, ("baseline", 50): 0.82,
-         ("baseline", 90): 0.90, ("baseline", 100): 0.90, ("fine-tuned", 0): 0.88, ("fine-tuned", 10): 0.80,
+         ("baseline", 90): 0.905, ("baseline", 100): 0.905, ("fine-tuned", 0): 0.88, ("fine-tuned", 10): 0.80,
          ("off-the-shelf", 10): 0.58, ("off-the-shelf", 0): 0.90, ("TTAC", 10): 0.80, ("TTAC", 0): 0.89}
 ERRORS = {"baseline": 0.010, "off-the-shelf": 0.008, "TTAC": 0.009}  # PSNR 20.0, 21.0 and 20.5 dB
 
 
+def jitter(seed, k):
+    """Seed noise of -1, 0 or +1, fixed per (seed, setting k): real seeds never agree exactly, and
+    the shared rule gives identical values over three seeds no interval."""
+    return int(np.random.default_rng([k, seed]).integers(-1, 2))
+
+
 def fake(accuracy=PAPER, errors=ERRORS, num_seeds=3, n=400):
     """Per-patch results: a setting with accuracy p (one value, or one per seed) gets the first
-    round(p n) patches right, so paired differences carry little patch noise."""
+    round(p n) patches right, so paired differences carry little patch noise; a single p gets
+    one patch of seed noise either way."""
     correct = {}
-    for (setting, q), p in accuracy.items():
-        per_seed = p if isinstance(p, list) else [p] * num_seeds
+    for k, ((setting, q), p) in enumerate(accuracy.items()):
+        per_seed = p if isinstance(p, list) else [p + jitter(s, k) / n for s in range(num_seeds)]
         correct.setdefault(setting, {})[q] = np.stack([(np.arange(n) < round(v * n)).astype(np.uint8)
                                                         for v in per_seed])
     return {"seeds": list(range(num_seeds)), "correct": correct,
-            "sq_error_q10": {k: np.full((num_seeds, n), e) for k, e in errors.items()}}
+            "sq_error_q10": {name: np.stack([np.full(n, e * (1 + 0.01 * jitter(s, k))) for s in range(num_seeds)])
+                             for k, (name, e) in enumerate(errors.items())}}
 
 
 def statuses(results):
@@ -185,7 +193,7 @@ def test_claims_hold_when_the_paper_does():
 
 
 FAILURES = {  # claim -> changes to the paper's story that make it fail
-    "E1a": {("baseline", q): 0.90 - 0.05 * k for k, q in enumerate(QUALITIES)},  # accuracy falls with quality
+    "E1a": {("baseline", q): 0.90 - 0.05 * min(k, 3) for k, q in enumerate(QUALITIES)},  # falls with quality
     "E1b": {("baseline", 10): 0.88},  # q = 10 costs 2 points
     "E1c": {("baseline", 90): 0.85},  # q = 90 costs 5 points
     "E2a": {("fine-tuned", 10): 0.61},  # 3 % of the gap recovered
@@ -207,7 +215,7 @@ def test_each_claim_fails_when_the_paper_does_not_hold(claim):
 def test_claims_are_inconclusive_on_one_seed_or_within_noise():
     one = ex.claims(fake(num_seeds=1))
     assert all(c.status in ("inconclusive", "reported") for c in one)
-    assert all(c.low == -np.inf for c in one if c.status == "inconclusive")
+    assert all(c.low == (-1 if c.name.startswith("E1a") else -np.inf) for c in one if c.status == "inconclusive")
     # TTAC − off-the-shelf = −5, +2, +9 points over three seeds: the interval straddles +2
     assert statuses(fake({**PAPER, ("TTAC", 10): [0.53, 0.60, 0.67]}))["E4a"] == "inconclusive"
     claims = ex.claims(fake({**PAPER, ("baseline", 10): [0.80, 0.86, 0.89]}))  # drops of 10, 4 and 1 points

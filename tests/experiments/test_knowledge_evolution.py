@@ -118,16 +118,18 @@ BASE = {("ke", "dense"): [0.85, 0.90, 0.93], ("ke", "slim"): [0.10, 0.60, 0.91],
         ("full_reset", "slim"): [0.10, 0.10, 0.10], ("single", "slim"): [0.10]}
 
 
-def correct(accuracy: float, seed: int) -> np.ndarray:
-    """NUM_ITEMS items, exactly ``accuracy`` of them right: the easiest ones, in an order of
-    difficulty that a seed fixes (so a more accurate network gets right what a less accurate one does)."""
+def correct(accuracy: float, seed: int, generation: int = 0) -> np.ndarray:
+    """NUM_ITEMS items, ``accuracy`` of them right give or take two (seed noise: the shared rule gives
+    identical values over three seeds no interval): the easiest ones, in an order of difficulty that
+    a seed fixes (so a more accurate network gets right what a less accurate one does)."""
     difficulty = np.random.default_rng(seed).permutation(NUM_ITEMS)
-    return difficulty < round(accuracy * NUM_ITEMS)
+    noise = int(np.random.default_rng([seed, generation, round(accuracy * NUM_ITEMS)]).integers(-2, 3))
+    return difficulty < round(accuracy * NUM_ITEMS) + noise
 
 
 def fake_run(mode: str, seed: int, dense: list, slim: list, **fields) -> dict:
-    dense_c = np.stack([correct(p, seed) for p in dense])
-    slim_c = np.stack([correct(p, seed) for p in slim])
+    dense_c = np.stack([correct(p, seed, g) for g, p in enumerate(dense)])
+    slim_c = np.stack([correct(p, seed, g) for g, p in enumerate(slim)])
     return dict(mode=mode, seed=seed, chance=0.1, samples_per_class=15, num_generations=len(dense),
                 steps_per_generation=75, epochs_per_generation=15, backbone="resnet", dense=dense_c.mean(1),
                 slim=slim_c.mean(1), dense_correct=dense_c, slim_correct=slim_c, train=np.ones(len(dense))) | fields
@@ -229,8 +231,9 @@ def test_size_and_tradeoff_tables():
     results = fake_results(sizes={5: (0.9, 0.8), 50: (0.95, 0.94)})
     rows = ex.size_table(results)
     assert [r["samples_per_class"] for r in rows] == [5, 50]
-    assert rows[0]["gain_matched"] == pytest.approx(0.1) and rows[0]["gain_n1"] == pytest.approx(0.4)
+    # within the fixture's seed noise of two items in a thousand
+    assert rows[0]["gain_matched"] == pytest.approx(0.1, abs=0.005) and rows[0]["gain_n1"] == pytest.approx(0.4, abs=0.005)
     assert rows[0]["num_seeds"] == 3 and rows[0]["steps_per_generation"] == 75
     tradeoff = ex.slim_tradeoff(results)
     assert len(tradeoff) == 1 and tradeoff[0]["source"] == "main runs" and tradeoff[0]["num_seeds"] == 3
-    assert tradeoff[0]["slim_accuracy"] == pytest.approx(0.91) and tradeoff[0]["macs_fraction"] == 0.27
+    assert tradeoff[0]["slim_accuracy"] == pytest.approx(0.91, abs=0.005) and tradeoff[0]["macs_fraction"] == 0.27

@@ -119,13 +119,13 @@ def synthetic_results(seeds=(0, 1, 2, 3, 4), noise=0.005, contrastive=CONTRASTIV
                     spread=spread_value + jitter(i, shift), **fields)
 
     grid, sweep_runs, gan = [], [], []
-    for loss, lr, i in itertools.product(cfg.losses, cfg.lrs, range(len(seeds))):
-        cell = dict(loss=loss, lr=lr)
-        grid.append(retrieval(i, 0, 0.5, variant="vanilla", lam=0.0, **cell))
+    for loss, (j, lr), i in itertools.product(cfg.losses, enumerate(cfg.lrs), range(len(seeds))):
+        cell = dict(loss=loss, lr=lr)  # patterns rolled by the lr too: gains at two lrs differ by seed
+        grid.append(retrieval(i, j, 0.5, variant="vanilla", lam=0.0, **cell))
         gain = contrastive[lr] if loss == "contrastive" else lam01_minus_vanilla
-        grid.append(retrieval(i, 1, 0.5 + gain, 0.3 + spread, variant="svmax", lam=ex.PAPER_LAMBDA[loss], **cell))
+        grid.append(retrieval(i, j + 1, 0.5 + gain, 0.3 + spread, variant="svmax", lam=ex.PAPER_LAMBDA[loss], **cell))
         if loss == "triplet":
-            grid.append(retrieval(i, 2, 0.5 + gain + lam1_minus_lam01, variant="svmax", lam=1.0, **cell))
+            grid.append(retrieval(i, j + 2, 0.5 + gain + lam1_minus_lam01, variant="svmax", lam=1.0, **cell))
     for b, d, i in itertools.product(cfg.sweep_batch_sizes, cfg.sweep_dims, range(len(seeds))):
         for k, (variant, r1) in enumerate((("vanilla", 0.5), ("svmax", 0.5 + sweep))):
             sweep_runs.append(retrieval(i, k, r1, variant=variant, batch_size=b, embedding_dim=d))

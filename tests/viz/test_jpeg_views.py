@@ -86,7 +86,7 @@ def test_accuracy_vs_quality_main_and_ablations(results):
         table, spread = ex.sweep_table(results, setting), ex.sweep_spread(results, setting)
         assert list(main[setting].x) == qualities
         np.testing.assert_allclose(main[setting].y, [100 * table[q] for q in qualities], atol=1e-3)
-        np.testing.assert_allclose(main[setting].error_y.array, [100 * views.t_interval(spread[q]) for q in qualities],
+        np.testing.assert_allclose(main[setting].error_y.array, [100 * views.half_width(spread[q]) for q in qualities],
                                    atol=1e-3)  # 95 % over the two smoke seeds
         np.testing.assert_allclose(main[f"{setting} (clean)"].y, [100 * table[ex.CLEAN]] * 2, atol=1e-3)
         assert main[f"{setting} (clean)"].line.dash == "dash"
@@ -240,7 +240,7 @@ def test_detection_message_and_fake_section(results):
     half_width = 4.303 * np.std([-1, 0, 1.5], ddof=1) / math.sqrt(3)  # t(0.975, 2) = 4.303
     np.testing.assert_allclose(traces["AP"].error_y.array, [half_width] * 3, rtol=1e-3)
     assert list(traces["AP large (clean)"].y) == [30, 30] and traces["AP large (clean)"].line.dash == "dash"
-    assert math.isnan(views.t_interval([5.0])) and views.t_interval([1.0, 1.0]) == 0
+    assert math.isnan(views.half_width([5.0])) and math.isnan(views.half_width([1.0, 1.0]))  # no interval
 
 
 def test_losses_one_line_per_run(results):

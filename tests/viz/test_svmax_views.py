@@ -199,7 +199,7 @@ def test_result_tables_have_full_headers_and_drop_one_seed_stds(results):
     assert [row[1] for row in gan.cells()] == ["vanilla", "vanilla + SVMax"]
     assert "samples within 3σ of a mode (%)" in repr(gan)
     cells = views.cells_table(results)
-    assert {row[0] for row in cells.cells()} == {"3"} and all(row[3] == "none (one seed)" for row in cells.cells())
+    assert {row[0] for row in cells.cells()} == {"3"} and all(row[3] == "none (one seed, or no spread)" for row in cells.cells())
 
 
 def test_tables_show_the_std_over_several_seeds(results):
@@ -207,4 +207,7 @@ def test_tables_show_the_std_over_several_seeds(results):
     fake["grid"] += [dict(r, seed=1, recall={**r["recall"], "1": r["recall"]["1"] + 0.1}) for r in results["grid"]]
     cells = views.retrieval_table(fake).cells()
     assert all(row[3].endswith("± 0.071") for row in cells)  # the sample std of two values 0.1 apart
+    assert "[" not in repr(views.cells_table(fake))  # every gain the same on both seeds: no interval
+    fake["grid"][-1]["recall"]["1"] += 0.05
+    fake["grid"][-1]["spread"] += 0.05
     assert "[" in repr(views.cells_table(fake))
