@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -54,8 +56,9 @@ def test_plans_are_compute_matched_and_seeded():
     assert first["off-the-shelf", 2]["checkpoint_step"] + cfg.ttac_steps == first["off-the-shelf", 2]["steps"]
     files = {key: f"{key[0]}-{key[1]}.pt" for key in first}
     plan2 = ex.stage2_plan(cfg, files)
-    assert plan2[0][:2] == ("detection", 0) and plan2[0][2]["qualities"] == list(cfg.detection_qualities)
-    second = {(name, seed): kw for name, seed, kw in plan2[1:]}
+    assert [p[:2] for p in plan2[:3]] == [("detection", s) for s in range(3)]  # every seed's detector, for E6
+    assert plan2[2][2]["seed"] == 2 and plan2[0][2]["qualities"] == list(cfg.detection_qualities)
+    second = {(name, seed): kw for name, seed, kw in plan2[3:]}
     assert second["TTAC", 2]["corrector_file"] == "off-the-shelf-2.pt"  # TTAC starts from its seed's corrector
     assert second["TTAC", 2]["classifier_file"] == second["fine-tuned", 2]["classifier_file"] == "classifier-2.pt"
     assert second["TTAC (unconditioned)", 0]["corrector_file"] == "off-the-shelf (unconditioned)-0.pt"
@@ -232,18 +235,22 @@ def folds(small, large):
             dict(quality=10, AP_small=float(np.mean([f["AP_small"] for f in low])), AP_large=30.0, folds=low)]
 
 
-def test_e6_is_judged_over_test_folds():
-    def e6(detection):
-        return ex._detection_claim(detection)
+def test_e6_is_judged_over_seeds_and_test_folds():
+    def e6(*per_seed):
+        return ex._detection_claim([folds(small, large) for small, large in per_seed])
 
-    held = e6(folds([-50, -45, -55, -50, -48], [-10, -12, -8, -10, -9]))
-    assert held.status == "held" and held.measured == pytest.approx(-49.6 + 9.8)
-    assert "test folds" in held.noise and "not training" in held.detail and "near zero" not in held.detail
-    assert e6(folds([-5, -4, -6, -5, -5], [-30, -28, -32, -30, -31])).status == "not reproduced"
-    assert e6(folds([-60, 30, -40, 20, -5], [-10, -12, -8, -10, -9])).status == "inconclusive"
-    tiny = folds([-50, -45, -55, -50, -48], [-10, -12, -8, -10, -9])
+    large = [-10, -12, -8, -10, -9]
+    held = e6(([-50, -45, -55, -50, -48], large), ([-52, -47, -50, -49, -46], large), ([-48, -44, -53, -51, -50], large))
+    assert held.status == "held" and "3 seeds × 5 test folds" in held.noise and "near zero" not in held.detail
+    assert held.measured == pytest.approx(np.mean([-49.6, -48.8, -49.2]) + 9.8)
+    assert e6(*[([-5, -4, -6, -5, -5], [-30, -28, -32, -30, -31])] * 2 + [([-6, -4, -6, -5, -5], [-30] * 5)]
+              ).status == "not reproduced"
+    assert e6(([-60, 30, -40, 20, -5], large), ([-50, 20, -30, 30, 0], large)).status == "inconclusive"
+    one = e6(([-50, -45, -55, -50, -48], large))  # one detector: its training noise is unmeasured
+    assert one.status == "inconclusive" and math.isinf(one.low)
+    tiny = folds([-50, -45, -55, -50, -48], large)
     tiny[0]["AP_small"] = 0.38
-    assert "near zero" in e6(tiny).detail
+    assert "near zero" in ex._detection_claim([tiny, tiny]).detail
 
 
 def test_per_class_accuracy_from_hits():
