@@ -295,4 +295,4 @@ def test_detection_sweep_scores_chapter_05s_detector(monkeypatch, tmp_path):
     rows = runs.detection_sweep(0, [10], "4:2:0", workers=1)
     assert [r["quality"] for r in rows] == [ex.CLEAN, 10]
     assert len(rows[1]["folds"]) == smoke("smoke").num_folds and {"AP", "AP_small", "AP_large"} <= set(rows[1])
-    assert ex._detection_claim(rows).name.startswith("E6")
+    assert ex._detection_claim([rows]).name.startswith("E6")  # one detector per training seed
