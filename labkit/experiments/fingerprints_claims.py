@@ -26,6 +26,9 @@ FPR_LIMIT = 0.02  # outcome 3
 ATTRIBUTION_TARGET = 0.9  # outcome 4, when bit accuracy ≥ 0.9
 SAME_Z_RATIO = 1.5  # outcome 5
 FD_RATIO = 1.5  # outcome 7
+#: asserted at the full budget: the checks the reproduction held by a wide margin (claims 2 and 4
+#: held with intervals close to their thresholds, so they are reported, not asserted)
+ASSERTED = ("full",)
 
 
 def _exp(estimate: Estimate) -> Estimate:
@@ -57,7 +60,7 @@ def _paired(results: dict, metric: str, method: str, control: str, log: bool = F
 
 
 def _compare(results: dict, name: str, paper: str, metric: str, method: str, control: str, *, direction: str,
-             threshold: float = 0.0, ratio: bool = False, label: str) -> Claim:
+             threshold: float = 0.0, ratio: bool = False, label: str, asserted_at: tuple = ()) -> Claim:
     check = (f"{label}({method}) / {label}({control}) {direction} {threshold:g}" if ratio
              else f"{label}({method}) − {label}({control}) {direction} 0")
     found = _paired(results, metric, method, control, log=ratio)
@@ -65,7 +68,7 @@ def _compare(results: dict, name: str, paper: str, metric: str, method: str, con
         return Claim.not_measured(name, paper, check=check, detail=f"needs rows {method} and {control}")
     estimate, detail = found
     return Claim.compare(name, paper, _exp(estimate) if ratio else estimate, threshold=threshold, direction=direction,
-                         check=check, detail=detail)
+                         check=check, detail=detail, asserted_at=asserted_at)
 
 
 def _main_values(results: dict, key: str) -> list[float]:
@@ -94,7 +97,7 @@ def claims(results: dict) -> list[Claim]:
     dims = sorted(cfg["sweep_dims"])
     out.append(_compare(results, f"6. capacity: bit accuracy falls from d_c {dims[0]} to {dims[-1]}",
                         "does not increase with d_c", "bit_accuracy", f"d_c = {dims[-1]}", f"d_c = {dims[0]}",
-                        direction="<", label="bit acc"))
+                        direction="<", label="bit acc", asserted_at=ASSERTED))
     out.append(_fd_ratio(results))
     out += [_robustness(results, kind) for kind in ("noise", "blur")]
     return out
@@ -136,13 +139,13 @@ def _real_digits(results: dict) -> list[Claim]:
         return [a, b]
     shifted = dataclasses.replace(chance, value=chance.value - 0.5, low=chance.low - 0.5, high=chance.high - 0.5)
     a = Claim.compare(a.name, "≈ 0.5 (bits independent of a real image)", _abs(shifted), threshold=CHANCE_BAND,
-                      direction="<", check=a.check,
+                      direction="<", check=a.check, asserted_at=ASSERTED,
                       detail=f"real bit accuracy {chance.value:.3f} [{chance.low:.3f}, {chance.high:.3f}] against a "
                              "random registered fingerprint per digit")
     threshold = analyses(results)[0]["threshold"]
     fpr = report.bounded(_bootstrap(results, "real_detected", "real digits"), 0.0, 1.0)
     b = Claim.compare(b.name, f"α = {analyses(results)[0]['alpha']}", fpr, threshold=FPR_LIMIT, direction="<",
-                      check=b.check, detail=f"binomial test: ≥ {threshold} of {results['config']['fingerprint_dim']} "
+                      check=b.check, asserted_at=ASSERTED, detail=f"binomial test: ≥ {threshold} of {results['config']['fingerprint_dim']} "
                                             "bits matching a random registered fingerprint")
     return [a, b]
 
@@ -195,4 +198,4 @@ def _robustness(results: dict, kind: str) -> Claim:
     detail = (f"mean curve {np.round(curve, 3).tolist()} over {label} {found[0]['strength']}: "
               f"{'monotone' if monotone else 'not monotone'}; no augmentation in training")
     return Claim.compare(name, "decreases monotonically; toward 0.5 at strong blur", report.seed_interval(drops),
-                         threshold=0.0, direction="<", check=check, detail=detail)
+                         threshold=0.0, direction="<", check=check, detail=detail, asserted_at=ASSERTED)

@@ -30,6 +30,7 @@ CURVE_METRICS = {"bit_accuracy": "bit accuracy", "fd": "classifier-FD (lower is 
 GRID = 6
 GREEN, RED = "#2CA02C", "#D62728"
 DIFF_GAIN = 10  # the ×10 difference map
+BELOW = dict(orientation="h", x=0, xanchor="left", y=-0.18, yanchor="top")  # a legend under the plot
 
 
 def _colour(row: str, index: int = 0) -> str:
@@ -117,7 +118,7 @@ def plot_curves(results: dict) -> go.Figure:
                for metric, label in CURVE_METRICS.items()]
     fig = plots.figure_with_dropdown(groups, layout_updates=updates, y=1.08)
     fig.update_xaxes(title_text="training step")
-    return style(fig, height=470, margin=dict(t=110), title="During training (mean ± std over seeds)")
+    return style(fig, height=560, margin=dict(t=110), legend=BELOW, title="During training (mean ± std over seeds)")
 
 
 # ---- 2. capacity ----------------------------------------------------------------------------------
@@ -142,18 +143,22 @@ def plot_capacity(results: dict) -> go.Figure:
 def plot_ablation(results: dict) -> go.Figure:
     """The ablation rows at ``short_steps`` (metric dropdown): bars of the mean, ± std whiskers."""
     table = experiment.ablation_table(results)
+    if len(table) < 2:
+        return plots.plot_message(f"No ablation row ran at this budget: the full budget runs {', '.join(experiment.ABLATIONS)}"
+                                  " (or pass ablations=... to ex.from_budget).", title="Ablations")
     rows = [t["row"] for t in table]
     groups = {}
     for metric, label in CURVE_METRICS.items():
-        groups[label] = [go.Bar(x=rows, y=compact([t[f"{metric}_mean"] for t in table]), showlegend=False,
-                                marker=dict(color=[_colour(r, k) for k, r in enumerate(rows)]),
-                                error_y=dict(type="data", array=compact(np.nan_to_num([t[f"{metric}_std"] for t in table])),
+        groups[label] = [go.Bar(y=rows, x=compact([t[f"{metric}_mean"] for t in table]), orientation="h",
+                                showlegend=False, marker=dict(color=[_colour(r, k) for k, r in enumerate(rows)]),
+                                error_x=dict(type="data", array=compact(np.nan_to_num([t[f"{metric}_std"] for t in table])),
                                              color="#333333", thickness=1.5),
                                 customdata=[t["seeds"] for t in table],
-                                hovertemplate="%{x}: %{y:.3f} (%{customdata} seed(s))<extra></extra>")]
-    updates = [dict(yaxis=dict(title_text=label)) for label in CURVE_METRICS.values()]
+                                hovertemplate="%{y}: %{x:.3f} (%{customdata} seed(s))<extra></extra>")]
+    updates = [dict(xaxis=dict(title_text=label)) for label in CURVE_METRICS.values()]
     fig = plots.figure_with_dropdown(groups, layout_updates=updates, y=1.08)
-    return style(fig, height=460, margin=dict(t=110),
+    fig.update_yaxes(autorange="reversed")
+    return style(fig, height=460, margin=dict(t=110, l=170),
                  title=f"Ablations after {results['config']['short_steps']} steps (mean ± std over seeds)")
 
 
@@ -310,21 +315,23 @@ def plot_robustness(results: dict) -> go.Figure:
 
 
 def plot_perturbed(results: dict) -> go.Figure:
-    """The same generated image under each post-processing; a slider sets the strength."""
+    """The same generated image under each post-processing; a slider sets the strength, and each
+    panel's title gives the strength and the bit accuracy there (mean over 1,000 images, first seed)."""
     example = experiment.analyses(results)[0]["robustness"]
     kinds = list(runs.PERTURBATIONS)
-    fig = make_subplots(rows=1, cols=len(kinds), horizontal_spacing=0.03,
-                        subplot_titles=[ROBUSTNESS_LABELS[k] for k in kinds])
-    steps = []
+    fig = make_subplots(rows=1, cols=len(kinds), horizontal_spacing=0.03, subplot_titles=kinds)
+    titles = [a.to_plotly_json() for a in fig.layout.annotations]
+    steps, updates = [], []
     for level in range(len(runs.PERTURBATIONS["noise"])):
-        traces = [_image(example[k]["examples"][level], subplot_refs(fig, 1, col)) for col, k in enumerate(kinds, 1)]
-        steps.append((str(level), traces))
-    labels = [", ".join(f"{k} {example[k]['strength'][level]} → {example[k]['bit_accuracy'][level]:.2f}"
-                        for k in kinds) for level in range(len(steps))]
-    updates = [dict(title_text=f"strength {level}: {label}") for level, label in enumerate(labels)]
+        steps.append((str(level), [_image(example[k]["examples"][level], subplot_refs(fig, 1, col))
+                                   for col, k in enumerate(kinds, 1)]))
+        updates.append(dict(annotations=[dict(title, text=f"{ROBUSTNESS_LABELS[k]} {example[k]['strength'][level]}"
+                                                         f"<br>bit accuracy {example[k]['bit_accuracy'][level]:.2f}")
+                                         for title, k in zip(titles, kinds)]))
     fig = plots.figure_with_slider(steps, fig=fig, prefix="strength level: ", layout_updates=updates)
     _image_axes(fig)
-    return style(fig, height=360, title=updates[0]["title_text"], title_font_size=13, margin=dict(t=90, b=20))
+    fig.update_annotations(font_size=12)
+    return style(fig, height=400, margin=dict(t=120, b=20), title="One image under each post-processing")
 
 
 # ---- 7. detection and attribution --------------------------------------------------------------------
@@ -343,12 +350,12 @@ def plot_hamming(results: dict) -> go.Figure:
         counts = np.histogram(values, bins=bins)[0] / len(values)
         fig.add_trace(go.Bar(x=bins[:-1], y=compact(counts, 4), name=name, marker_color=PALETTE[index], opacity=0.75))
     limit = d_c - found[0]["threshold"] + 0.5
-    fig.add_vline(x=limit, line=dict(color="#333333", dash="dash"),
-                  annotation_text=f"detected left of here (≥ {found[0]['threshold']} bits match, α = {found[0]['alpha']})")
+    fig.add_vline(x=limit, line=dict(color="#333333", dash="dash"), annotation_position="top right",
+                  annotation_text=f"← detected: ≥ {found[0]['threshold']} bits match (α = {found[0]['alpha']})")
     fig.update_layout(barmode="overlay")
     fig.update_xaxes(title_text="Hamming distance (bits)")
     fig.update_yaxes(title_text="share of images")
-    return style(fig, height=440, title=f"Hamming distances, {found[0]['num_models']} registered models "
+    return style(fig, height=500, legend=dict(BELOW, y=-0.2), title=f"Hamming distances, {found[0]['num_models']} registered models "
                                         f"({len(found)} trained model(s))")
 
 

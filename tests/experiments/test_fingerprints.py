@@ -216,7 +216,11 @@ def test_claims_at_smoke(smoke_results):
         assert c.status in ("inconclusive", "reported", "not measured"), (c.name, c.status)
         if c.direction is not None:
             assert c.status == "inconclusive"
-    assert not any(c.asserted_at for c in claims)
+    # only the wide-margin checks are asserted, and only at the full budget
+    asserted = {c.name.split(".")[0] for c in claims if c.asserted_at}
+    assert asserted == {"3a", "3b", "6", "8a", "8b"}
+    assert all(c.asserted_at == ("full",) for c in claims if c.asserted_at)
+    assert not any(c.asserted("quick") or c.asserted("smoke") for c in claims)
 
 
 # --- claim logic on hand-made results -----------------------------------------------------------
