@@ -216,32 +216,33 @@ class FingerprintedGenerator(nn.Module):
 
 
 class BakedGenerator(nn.Module):
-    """``G(·, c)`` for one fixed ``c`` as plain layers: ``z (n, latent_dim)`` → images. No fingerprint input."""
+    """``G(·, c)`` for one fixed ``c``: plain conv weights, ``z (n, latent_dim)`` → images, no
+    fingerprint input. The weights are buffers (a baked model is shipped, not trained); building one
+    allocates no layers, so baking costs only the folding."""
 
-    def __init__(self, stem: nn.Linear, convs: list[nn.Conv2d], to_rgb: nn.Conv2d, width: int):
+    def __init__(self, stem: tuple[torch.Tensor, torch.Tensor], convs: list[tuple[torch.Tensor, torch.Tensor]],
+                 to_rgb: tuple[torch.Tensor, torch.Tensor], width: int):
         super().__init__()
-        self.stem, self.convs, self.to_rgb, self.width = stem, nn.ModuleList(convs), to_rgb, width
-        self.latent_dim = stem.in_features
+        self.width, self.latent_dim, self.num_convs = width, stem[0].shape[1], len(convs)
+        for name, (weight, bias) in [("stem", stem), *((f"conv{i}", conv) for i, conv in enumerate(convs)),
+                                     ("to_rgb", to_rgb)]:
+            self.register_buffer(f"{name}_weight", weight)
+            self.register_buffer(f"{name}_bias", bias)
+
+    def _conv(self, name: str, h: torch.Tensor) -> torch.Tensor:
+        weight = getattr(self, f"{name}_weight")
+        return F.conv2d(h, weight, getattr(self, f"{name}_bias"), padding=weight.shape[-1] // 2)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != self.latent_dim:
             shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
             raise ValueError(f"z must have shape (n, {self.latent_dim}); got {shape}")
-        h = self.stem(z).view(len(z), self.width, 4, 4)
-        for i, conv in enumerate(self.convs):
+        h = F.linear(z, self.stem_weight, self.stem_bias).view(len(z), self.width, 4, 4)
+        for i in range(self.num_convs):
             if i:
                 h = F.interpolate(h, scale_factor=2, mode="nearest")
-            h = F.leaky_relu(conv(h), LEAK)
-        return self.to_rgb(h)
-
-
-def _plain_conv(weight: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
-    out_channels, in_channels, k, _ = weight.shape
-    conv = nn.utils.skip_init(nn.Conv2d, in_channels, out_channels, k, padding=k // 2)  # no throw-away init
-    with torch.no_grad():
-        conv.weight.copy_(weight)
-        conv.bias.copy_(bias)
-    return conv.requires_grad_(False)
+            h = F.leaky_relu(self._conv(f"conv{i}", h), LEAK)
+        return self._conv("to_rgb", h)
 
 
 @torch.no_grad()
@@ -253,14 +254,12 @@ def bake(G: FingerprintedGenerator, c: torch.Tensor) -> BakedGenerator:
         raise ValueError("G has embedding='none': it has no fingerprint to bake; bake a fingerprinted G")
     c = check_fingerprints(c.reshape(1, -1) if isinstance(c, torch.Tensor) else c, G.fingerprint_dim)
     c = c.to(G.stem.weight.device)
-    stem = nn.utils.skip_init(nn.Linear, G.latent_dim, G.stem.out_features, device=G.stem.weight.device)
-    stem.requires_grad_(False)
-    stem.weight.copy_(G.stem.weight[:, :G.latent_dim])
-    stem.bias.copy_(G.stem.bias + (G.stem.weight[:, G.latent_dim:] @ c[0] if G.embedding == "concat" else 0.0))
+    stem_bias = G.stem.bias + (G.stem.weight[:, G.latent_dim:] @ c[0] if G.embedding == "concat" else 0.0)
+    stem = (G.stem.weight[:, :G.latent_dim].clone(), stem_bias.clone())
     w = G.style(c)
-    convs = [_plain_conv(conv.folded_weight(w), conv.bias) for conv in G.convs]
-    baked = BakedGenerator(stem, convs, _plain_conv(G.to_rgb.folded_weight(w), G.to_rgb.bias), G.width)
-    return baked.eval()
+    convs = [(conv.folded_weight(w).clone(), conv.bias.clone()) for conv in G.convs]
+    to_rgb = (G.to_rgb.folded_weight(w).clone(), G.to_rgb.bias.clone())
+    return BakedGenerator(stem, convs, to_rgb, G.width).eval()
 
 
 class FingerprintDecoder(nn.Module):
