@@ -1,0 +1,93 @@
+"""Single runs of chapter 06 (SLADE): the data pools so far; the teacher and student runs come next.
+
+``make_pools`` draws the spec's four disjoint sets of glyph classes from one set of prototypes:
+
+- **labeled**: ``num_labeled_classes`` classes × ``labeled_per_class`` images (the teacher's data);
+- **unlabeled**: ``unlabeled_size`` images, a ``novel_fraction`` of them from ``num_novel_classes``
+  classes the labels never show and the rest new renders of the labeled classes (the NABirds role:
+  partly overlapping, partly new). Their true classes are kept as ``y_unlabeled_hidden`` for
+  diagnostics only (pseudo-label NMI and purity, mined-pair precision);
+- **validation**: further classes on which k, λ and thresholds are chosen, never on test recall;
+- **test**: further classes again, every image a query against the others.
+
+Cluster-balanced unlabeled batches are ``labkit.data.class_balanced_batches`` on the pseudo labels.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+
+import numpy as np
+import torch
+
+from labkit.config import check_positive_int, check_range
+from labkit.data import glyph_prototypes, render_glyphs
+
+# stream tags: every set is rendered from its own generator, so changing one knob (the novel
+# fraction) leaves the other sets' images unchanged
+_LABELED, _UNLABELED_SEEN, _UNLABELED_NOVEL, _VALIDATION, _TEST = range(5)
+
+
+@dataclasses.dataclass(frozen=True)
+class SladePools:
+    """Images ``(n, 1, size, size)`` in [0, 1] and class ids ``(n,)`` of the four disjoint class sets."""
+
+    X_labeled: torch.Tensor
+    y_labeled: torch.Tensor
+    X_unlabeled: torch.Tensor
+    y_unlabeled_hidden: torch.Tensor  # diagnostics only: never seen by a model
+    novel: torch.Tensor  # (n_unlabeled,) bool: from a class outside the labeled ones
+    X_validation: torch.Tensor
+    y_validation: torch.Tensor
+    X_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def _stream(seed: int, tag: int) -> torch.Generator:
+    state = np.random.SeedSequence([seed, 606, tag]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 31 ^ int(state[1]))
+
+
+def _round_robin(classes: range, n: int) -> torch.Tensor:
+    """``n`` class ids cycling through ``classes``: as balanced as ``n`` allows."""
+    return torch.tensor(list(classes))[torch.arange(n) % len(classes)]
+
+
+def make_pools(num_labeled_classes: int = 30, labeled_per_class: int = 10, unlabeled_size: int = 600,
+               novel_fraction: float = 0.5, num_novel_classes: int = 30, num_validation_classes: int = 20,
+               validation_per_class: int = 20, num_test_classes: int = 40, test_per_class: int = 20,
+               size: int = 28, seed: int = 0, jitter: float = 1.0) -> SladePools:
+    """The spec's pools (see the module docstring), deterministic from ``seed``. Class ids are
+    ``[0, L)`` labeled, ``[L, L + N)`` novel, then validation, then test."""
+    counts = {name: check_positive_int(name, value) for name, value in (
+        ("num_labeled_classes", num_labeled_classes), ("labeled_per_class", labeled_per_class),
+        ("unlabeled_size", unlabeled_size), ("num_novel_classes", num_novel_classes),
+        ("num_validation_classes", num_validation_classes), ("validation_per_class", validation_per_class),
+        ("num_test_classes", num_test_classes), ("test_per_class", test_per_class))}
+    if not isinstance(novel_fraction, numbers.Real) or isinstance(novel_fraction, bool) \
+            or not math.isfinite(novel_fraction):
+        raise ValueError(f"novel_fraction={novel_fraction!r} is not valid; it must be a number in [0, 1]")
+    check_range("novel_fraction", novel_fraction, 0.0, 1.0)
+    L, N, V, T = (counts[k] for k in ("num_labeled_classes", "num_novel_classes", "num_validation_classes",
+                                      "num_test_classes"))
+    prototypes = glyph_prototypes(L + N + V + T, seed)
+    labeled, novel = range(L), range(L, L + N)
+    validation, test = range(L + N, L + N + V), range(L + N + V, L + N + V + T)
+
+    def render(y: torch.Tensor, tag: int) -> torch.Tensor:
+        return render_glyphs(y, prototypes, size, _stream(seed, tag), jitter)
+
+    y_labeled = torch.tensor(list(labeled)).repeat_interleave(counts["labeled_per_class"])
+    num_novel = int(round(novel_fraction * counts["unlabeled_size"]))
+    y_seen = _round_robin(labeled, counts["unlabeled_size"] - num_novel)
+    y_novel = _round_robin(novel, num_novel)
+    y_validation = torch.tensor(list(validation)).repeat_interleave(counts["validation_per_class"])
+    y_test = torch.tensor(list(test)).repeat_interleave(counts["test_per_class"])
+    return SladePools(
+        X_labeled=render(y_labeled, _LABELED), y_labeled=y_labeled,
+        X_unlabeled=torch.cat([render(y_seen, _UNLABELED_SEEN), render(y_novel, _UNLABELED_NOVEL)]),
+        y_unlabeled_hidden=torch.cat([y_seen, y_novel]),
+        novel=torch.cat([torch.zeros(len(y_seen), dtype=torch.bool), torch.ones(num_novel, dtype=torch.bool)]),
+        X_validation=render(y_validation, _VALIDATION), y_validation=y_validation,
+        X_test=render(y_test, _TEST), y_test=y_test)

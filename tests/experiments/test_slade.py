@@ -1,0 +1,53 @@
+"""Chapter 06 (SLADE), first part: the data pools — disjoint class sets, the novel-fraction knob,
+hidden labels kept apart, determinism, and messages on bad input."""
+import pytest
+import torch
+
+from labkit.experiments import slade_runs as runs
+
+SMALL = dict(num_labeled_classes=4, labeled_per_class=3, unlabeled_size=20, num_novel_classes=5,
+             num_validation_classes=3, validation_per_class=2, num_test_classes=4, test_per_class=3, size=16)
+
+
+def test_pools_have_disjoint_class_sets_and_the_requested_sizes():
+    pools = runs.make_pools(novel_fraction=0.5, **SMALL)
+    labeled = set(pools.y_labeled.tolist())
+    validation, test = set(pools.y_validation.tolist()), set(pools.y_test.tolist())
+    assert labeled == set(range(4)) and validation == {9, 10, 11} and test == {12, 13, 14, 15}
+    assert not (labeled | set(pools.y_unlabeled_hidden.tolist())) & (validation | test)
+    assert pools.X_labeled.shape == (12, 1, 16, 16) and pools.X_unlabeled.shape == (20, 1, 16, 16)
+    assert pools.X_validation.shape == (6, 1, 16, 16) and pools.X_test.shape == (12, 1, 16, 16)
+    # the novel flag is exactly "class outside the labeled ones"
+    assert torch.equal(pools.novel, pools.y_unlabeled_hidden >= 4)
+    for X in (pools.X_labeled, pools.X_unlabeled, pools.X_validation, pools.X_test):
+        assert X.dtype == torch.float32 and X.min() >= 0 and X.max() <= 1
+
+
+@pytest.mark.parametrize("fraction, expected", [(0.0, 0), (0.5, 10), (1.0, 20), (0.33, 7)])
+def test_the_novel_fraction_sets_the_share_of_novel_images(fraction, expected):
+    pools = runs.make_pools(novel_fraction=fraction, **SMALL)
+    assert int(pools.novel.sum()) == expected
+    seen = pools.y_unlabeled_hidden[~pools.novel]
+    if len(seen):  # seen classes are spread evenly: counts differ by at most one
+        counts = torch.bincount(seen, minlength=4)
+        assert int(counts.max() - counts.min()) <= 1
+
+
+def test_pools_are_deterministic_and_sets_do_not_move_with_the_knob():
+    a, b = runs.make_pools(seed=3, **SMALL), runs.make_pools(seed=3, **SMALL)
+    assert torch.equal(a.X_unlabeled, b.X_unlabeled) and torch.equal(a.X_test, b.X_test)
+    other = runs.make_pools(seed=3, **{**SMALL, "unlabeled_size": 40}, novel_fraction=0.9)
+    assert torch.equal(a.X_labeled, other.X_labeled) and torch.equal(a.X_test, other.X_test)
+    assert torch.equal(a.X_validation, other.X_validation)
+    # unlabeled renders of a labeled class are new images, not copies of the labeled ones
+    assert not any(torch.equal(x, y) for x in a.X_unlabeled[~a.novel] for y in a.X_labeled)
+    assert not torch.equal(runs.make_pools(seed=4, **SMALL).X_test, a.X_test)
+
+
+def test_pools_bad_input():
+    with pytest.raises(ValueError, match="novel_fraction=1.5 is out of range"):
+        runs.make_pools(novel_fraction=1.5, **SMALL)
+    with pytest.raises(ValueError, match="novel_fraction='half' is not valid"):
+        runs.make_pools(novel_fraction="half", **SMALL)
+    with pytest.raises(ValueError, match="num_test_classes=0 is not valid"):
+        runs.make_pools(**{**SMALL, "num_test_classes": 0})
