@@ -91,3 +91,83 @@ def make_pools(num_labeled_classes: int = 30, labeled_per_class: int = 10, unlab
         novel=torch.cat([torch.zeros(len(y_seen), dtype=torch.bool), torch.ones(num_novel, dtype=torch.bool)]),
         X_validation=render(y_validation, _VALIDATION), y_validation=y_validation,
         X_test=render(y_test, _TEST), y_test=y_test)
+
+
+# --- the teacher, and the compute-matched control -------------------------------------------------
+
+POOL_KEYS = ("num_labeled_classes", "labeled_per_class", "unlabeled_size", "novel_fraction", "num_novel_classes",
+             "num_validation_classes", "validation_per_class", "num_test_classes", "test_per_class", "size", "seed")
+RECALL_KS = (1, 2, 4, 8)
+
+
+def embedding_net(dim: int = 64, widths: tuple = (16, 32, 64)) -> torch.nn.Module:
+    """The spec's CNN (3×3 conv-BN-ReLU blocks, max-pools, GAP) with a Linear to ``dim``; the
+    embedding is its output L2-normalised (``embed``)."""
+    from labkit.models.small_cnn import PlainCNN
+
+    return PlainCNN(num_classes=dim, in_channels=1, widths=tuple(widths))
+
+
+def embed(model: torch.nn.Module, X: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """L2-normalised embeddings ``(n, dim)`` in eval mode, no gradient."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = torch.cat([torch.nn.functional.normalize(model(X[i:i + batch_size]), dim=1)
+                         for i in range(0, len(X), batch_size)])
+    model.train(was_training)
+    return out
+
+
+def label_pairs(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positive, negative) masks ``(b, b)`` over pairs i < j of a labeled batch."""
+    from labkit.methods.slade import pseudo_label_pairs
+
+    return pseudo_label_pairs(labels)
+
+
+def retrieval_metrics(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, seed: int = 0) -> dict:
+    """Recall@{1, 2, 4, 8} (each image a query against the others) and NMI with the number of
+    classes in ``y``."""
+    from labkit.metrics import nmi, recall_at_k
+
+    E = embed(model, X)
+    recall = recall_at_k(E, y, RECALL_KS)
+    return {"recall": {str(k): float(v) for k, v in recall.items()}, "nmi": float(nmi(E, y, seed=seed))}
+
+
+def train_labeled(pools: dict, seed: int, steps: int, init_state: dict | None = None, *, dim: int = 64,
+                  widths: tuple = (16, 32, 64), lr: float = 1e-3, classes_per_batch: int = 8,
+                  samples_per_class: int = 4, neg_margin: float = 0.8) -> dict:
+    """Eq. (1) on class-balanced labeled batches (Adam): the teacher from scratch, or — from a
+    teacher's ``init_state`` — the compute-matched control, the same extra steps on labels only.
+
+    ``pools`` holds ``make_pools``'s keyword arguments. Returns ``state`` (the net's state dict),
+    test and validation ``recall``/``nmi`` and the loss ``history``."""
+    from labkit.data import class_balanced_batches
+    from labkit.methods.slade import masked_contrastive_loss
+    from labkit.train import fit
+
+    unknown = set(pools) - set(POOL_KEYS)
+    if unknown:
+        raise ValueError(f"pools has unknown keys {sorted(unknown)}; valid: {', '.join(POOL_KEYS)}")
+    data = make_pools(**pools)
+    torch.manual_seed(seed)
+    model = embedding_net(dim, widths)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    batches = class_balanced_batches(data.y_labeled, classes_per_batch, samples_per_class,
+                                     generator=torch.Generator().manual_seed(seed + (0 if init_state is None else 1)))
+
+    def step_fn(index: torch.Tensor, step: int) -> dict:
+        E = torch.nn.functional.normalize(model(data.X_labeled[index]), dim=1)
+        positive, negative = label_pairs(data.y_labeled[index])
+        return {"loss": masked_contrastive_loss(E, positive, negative, neg_margin=neg_margin)}
+
+    history = fit(model, batches, step_fn, [optimizer], steps, log_every=10, progress=False)
+    return dict(seed=seed, steps=steps, warm_start=init_state is not None,
+                state={k: v.detach().clone() for k, v in model.state_dict().items()},
+                test=retrieval_metrics(model, data.X_test, data.y_test, seed),
+                validation=retrieval_metrics(model, data.X_validation, data.y_validation, seed),
+                history=history.to_dict())

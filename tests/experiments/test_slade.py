@@ -51,3 +51,20 @@ def test_pools_bad_input():
         runs.make_pools(novel_fraction="half", **SMALL)
     with pytest.raises(ValueError, match="num_test_classes=0 is not valid"):
         runs.make_pools(**{**SMALL, "num_test_classes": 0})
+
+
+def test_the_teacher_learns_and_the_control_continues_from_it():
+    pools = dict(SMALL, seed=1, validation_per_class=3)  # 9 validation images: Recall@8 needs n > 8
+    teacher = runs.train_labeled(pools, seed=0, steps=30, classes_per_batch=4, samples_per_class=3)
+    assert set(teacher["test"]["recall"]) == {"1", "2", "4", "8"} and 0 <= teacher["test"]["nmi"] <= 1
+    losses = teacher["history"]["loss"]["value"]
+    assert sum(losses[-2:]) < sum(losses[:2])  # Eq. (1) falls on the labeled batches
+    control = runs.train_labeled(pools, seed=0, steps=5, init_state=teacher["state"], classes_per_batch=4,
+                                 samples_per_class=3)
+    assert control["warm_start"] and not teacher["warm_start"]
+    # the control starts from the teacher: with zero extra steps it is the teacher
+    same = runs.train_labeled(pools, seed=0, steps=0, init_state=teacher["state"], classes_per_batch=4,
+                              samples_per_class=3)
+    assert same["test"] == teacher["test"]
+    with pytest.raises(ValueError, match="unknown keys \\['classes'\\]"):
+        runs.train_labeled(dict(pools, classes=3), seed=0, steps=1)
