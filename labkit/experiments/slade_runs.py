@@ -171,3 +171,124 @@ def train_labeled(pools: dict, seed: int, steps: int, init_state: dict | None = 
                 test=retrieval_metrics(model, data.X_test, data.y_test, seed),
                 validation=retrieval_metrics(model, data.X_validation, data.y_validation, seed),
                 history=history.to_dict())
+
+
+# --- the student ------------------------------------------------------------------------------------
+
+#: how the student picks its unlabeled pairs: SLADE's basis similarity (Eq. 7), the raw embedding
+#: cosine with the same thresholds rule, or every pseudo-label pair (no selection)
+PAIR_SOURCES = ("basis", "cosine", "all")
+
+
+def pseudo_label_quality(pseudo: np.ndarray, hidden: np.ndarray) -> dict:
+    """NMI (scikit-learn) and purity of pseudo labels against the hidden classes."""
+    from sklearn.metrics import normalized_mutual_info_score
+
+    table = np.zeros((pseudo.max() + 1, hidden.max() + 1), dtype=np.int64)
+    np.add.at(table, (pseudo, hidden), 1)
+    return {"nmi": float(normalized_mutual_info_score(hidden, pseudo)), "purity": float(table.max(1).sum() / len(pseudo)),
+            "num_clusters": int(len(np.unique(pseudo)))}
+
+
+def similarity_auc(model: torch.nn.Module, basis, X: torch.Tensor, hidden: torch.Tensor) -> dict:
+    """ROC-AUC of basis similarity and of embedding cosine for telling truly-same from
+    truly-different unlabeled pairs (i < j), by the hidden labels."""
+    from sklearn.metrics import roc_auc_score
+
+    from labkit.methods.slade import cosine_matrix, pseudo_label_pairs
+
+    E = embed(model, X)
+    with torch.no_grad():
+        basis_sim = cosine_matrix(basis(E))
+    same, different = pseudo_label_pairs(hidden)
+    upper = same | different
+    truth = same[upper].numpy()
+    return {"basis": float(roc_auc_score(truth, basis_sim[upper].numpy())),
+            "cosine": float(roc_auc_score(truth, (E @ E.T)[upper].numpy()))}
+
+
+def train_student(pools: dict, seed: int, steps: int, teacher_state: dict, *, k: int = 60,
+                  pair_source: str = "basis", select: str = "sim+label", delta: float = 0.0, lambda1: float = 1.0,
+                  lambda2: float = 0.5, beta: float = 0.99, warmup: int = 50, sd_margin: float = 0.3,
+                  dim: int = 64, widths: tuple = (16, 32, 64), lr: float = 1e-3, classes_per_batch: int = 8,
+                  samples_per_class: int = 4, neg_margin: float = 0.8) -> dict:
+    """Steps 2–3 of SLADE from a teacher's state: pseudo labels by k-means, then the student
+    (initialised from the teacher) with the feature basis on Eq. (9). The first ``warmup`` steps
+    train the basis alone on detached embeddings, so the statistics separate before mining starts.
+    ``pair_source`` picks the unlabeled pairs (``PAIR_SOURCES``); every source trains the basis, so
+    the rows differ only in which pairs the ranking loss sees (ours). Returns test and validation
+    metrics, the pseudo labels' quality, the mined pairs' precision and recall against the hidden
+    labels, the AUCs, the statistics' trace and the student's ``state``."""
+    from labkit.config import check_choice
+    from labkit.data import class_balanced_batches
+    from labkit.methods import slade
+    from labkit.train import fit
+
+    check_choice("pair_source", pair_source, PAIR_SOURCES)
+    data = make_pools(**pools)
+    torch.manual_seed(seed)
+    model = embedding_net(dim, widths)
+    model.load_state_dict(teacher_state)
+    pseudo = slade.pseudo_labels(embed(model, data.X_unlabeled), k, seed=seed)
+    quality = pseudo_label_quality(pseudo, data.y_unlabeled_hidden.numpy())
+    pseudo = torch.as_tensor(pseudo)
+    basis = slade.FeatureBasis(int(data.y_labeled.max()) + 1, dim)
+    optimizer = torch.optim.Adam([*model.parameters(), *basis.parameters()], lr=lr)
+    rng = torch.Generator().manual_seed(seed + 2)
+    labeled = class_balanced_batches(data.y_labeled, classes_per_batch, samples_per_class, generator=rng)
+    unlabeled = class_balanced_batches(pseudo, min(classes_per_batch, quality["num_clusters"]), samples_per_class,
+                                       generator=rng)
+    stats = slade.MomentumStats(beta)
+    counts = dict(pos_selected=0, pos_true=0, neg_selected=0, neg_true=0, pos_available=0, neg_available=0)
+    trace: dict[str, list] = {k: [] for k in ("step", "mu_pos", "mu_neg", "var_pos", "var_neg")}
+
+    def step_fn(_, step: int) -> dict:
+        index_l, index_u = next(labeled), next(unlabeled)
+        warming = step < warmup
+        E_l = torch.nn.functional.normalize(model(data.X_labeled[index_l]), dim=1)
+        E_u = torch.nn.functional.normalize(model(data.X_unlabeled[index_u]), dim=1)
+        y_l, y_u, hidden = data.y_labeled[index_l], pseudo[index_u], data.y_unlabeled_hidden[index_u]
+        basis_in_l, basis_in_u = (E_l.detach(), E_u.detach()) if warming else (E_l, E_u)
+        s_basis = slade.cosine_matrix(basis(basis_in_u))
+        loss_basis = (torch.nn.functional.cross_entropy(basis.logits(basis_in_l), y_l)
+                      + slade.similarity_distribution_loss(s_basis, y_u, sd_margin))
+        s_select = s_basis if pair_source == "basis" else E_u @ E_u.T
+        stats.update(slade.pair_statistics(s_select.detach(), y_u))
+        if pair_source == "all":
+            positive, negative = slade.pseudo_label_pairs(y_u)
+        elif warming:
+            positive = negative = torch.zeros(len(y_u), len(y_u), dtype=torch.bool)
+        else:
+            positive, negative = slade.select_pairs(s_select, y_u, stats, select, delta)
+        true_same, true_different = slade.pseudo_label_pairs(hidden)
+        if not warming:
+            counts["pos_selected"] += int(positive.sum())
+            counts["pos_true"] += int((positive & true_same).sum())
+            counts["neg_selected"] += int(negative.sum())
+            counts["neg_true"] += int((negative & true_different).sum())
+            counts["pos_available"] += int(true_same.sum())
+            counts["neg_available"] += int(true_different.sum())
+        if warming:
+            loss = lambda2 * loss_basis
+        else:
+            positive_l, negative_l = label_pairs(y_l)
+            loss = (slade.masked_contrastive_loss(E_l, positive_l, negative_l, neg_margin=neg_margin)
+                    + lambda1 * slade.masked_contrastive_loss(E_u, positive, negative, neg_margin=neg_margin)
+                    + lambda2 * loss_basis)
+        if step % 10 == 0 and "mu_pos" in stats.values and "mu_neg" in stats.values:
+            trace["step"].append(step)
+            for name in ("mu_pos", "mu_neg", "var_pos", "var_neg"):
+                trace[name].append(stats.values[name])
+        return {"loss": loss, "selected": float(positive.sum() + negative.sum())}
+
+    history = fit(model, [None], step_fn, [optimizer], steps, log_every=10, progress=False)
+    precision = {"positive": counts["pos_true"] / max(counts["pos_selected"], 1),
+                 "negative": counts["neg_true"] / max(counts["neg_selected"], 1)}
+    recall = {"positive": counts["pos_true"] / max(counts["pos_available"], 1),
+              "negative": counts["neg_true"] / max(counts["neg_available"], 1)}
+    return dict(seed=seed, steps=steps, pair_source=pair_source, select=select, delta=delta, k=k,
+                test=retrieval_metrics(model, data.X_test, data.y_test, seed),
+                validation=retrieval_metrics(model, data.X_validation, data.y_validation, seed),
+                pseudo_quality=quality, pair_counts=counts, pair_precision=precision, pair_recall=recall,
+                auc=similarity_auc(model, basis, data.X_unlabeled, data.y_unlabeled_hidden), trace=trace,
+                state={k_: v.detach().clone() for k_, v in model.state_dict().items()}, history=history.to_dict())

@@ -1,5 +1,6 @@
 """Chapter 06 (SLADE), first part: the data pools — disjoint class sets, the novel-fraction knob,
 hidden labels kept apart, determinism, and messages on bad input."""
+import numpy as np
 import pytest
 import torch
 
@@ -68,3 +69,39 @@ def test_the_teacher_learns_and_the_control_continues_from_it():
     assert same["test"] == teacher["test"]
     with pytest.raises(ValueError, match="unknown keys \\['classes'\\]"):
         runs.train_labeled(dict(pools, classes=3), seed=0, steps=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher():
+    pools = dict(SMALL, seed=2, validation_per_class=3)
+    return pools, runs.train_labeled(pools, seed=0, steps=40, classes_per_batch=4, samples_per_class=3)
+
+
+@pytest.mark.parametrize("source", runs.PAIR_SOURCES)
+def test_a_student_trains_from_the_teacher_with_every_pair_source(tiny_teacher, source):
+    pools, teacher = tiny_teacher
+    out = runs.train_student(pools, seed=0, steps=12, teacher_state=teacher["state"], k=6, pair_source=source,
+                             warmup=4, classes_per_batch=4, samples_per_class=3)
+    assert set(out["test"]["recall"]) == {"1", "2", "4", "8"}
+    assert 0 <= out["pseudo_quality"]["purity"] <= 1 and out["pseudo_quality"]["num_clusters"] <= 6
+    for kind in ("positive", "negative"):
+        assert 0 <= out["pair_precision"][kind] <= 1 and 0 <= out["pair_recall"][kind] <= 1
+    assert 0 <= out["auc"]["basis"] <= 1 and 0 <= out["auc"]["cosine"] <= 1
+    counts = out["pair_counts"]
+    assert counts["pos_true"] <= counts["pos_selected"] and counts["neg_true"] <= counts["neg_selected"]
+    if source == "all":  # every pseudo-label pair of every batch after the warm-up
+        assert counts["pos_selected"] + counts["neg_selected"] == 8 * (12 * 11 // 2)
+
+
+def test_pseudo_label_quality_of_a_perfect_and_a_random_clustering():
+    hidden = np.repeat(np.arange(4), 5)
+    perfect = runs.pseudo_label_quality((hidden + 1) % 4, hidden)  # renamed clusters: still perfect
+    assert perfect["nmi"] == pytest.approx(1.0) and perfect["purity"] == 1.0
+    merged = runs.pseudo_label_quality(np.zeros(20, dtype=int), hidden)
+    assert merged["purity"] == 0.25 and merged["nmi"] == pytest.approx(0.0)
+
+
+def test_a_bad_pair_source_is_refused(tiny_teacher):
+    pools, teacher = tiny_teacher
+    with pytest.raises(ValueError, match="pair_source='labels'.*'basis', 'cosine', 'all'"):
+        runs.train_student(pools, seed=0, steps=1, teacher_state=teacher["state"], pair_source="labels")
