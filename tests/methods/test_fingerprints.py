@@ -19,13 +19,7 @@ from labkit.models.toy_gan import ImageDiscriminator
 D_C, LATENT = 16, 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest and leaves the other core to whatever else runs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def gen(seed=0):
@@ -72,11 +66,15 @@ def test_baking_is_the_identity(kwargs):
             # both accepted shapes of c: (d_c,) and (1, d_c)
             baked = bake(G, code if k % 2 else code[None])
             assert isinstance(baked, fp.BakedGenerator) and not baked.training
-            assert not any(p.requires_grad for p in baked.parameters())
+            assert not list(baked.parameters()) and not any(b.requires_grad for b in baked.buffers())
             expected = G(z, code.expand(len(z), -1))
             assert (baked(z) - expected).abs().max().item() < 1e-5
-    baked_params = [p for p in bake(G, codes[2]).parameters()]
-    assert all(not any(p is q for q in G.parameters()) for p in baked_params)  # copies, not G's tensors
+    baked = bake(G, codes[2])
+    weights = list(baked.buffers())
+    assert len(weights) == 2 * (len(G.convs) + 2)  # stem, convs and toRGB: a weight and a bias each
+    # copies, not views of G's tensors: training G further must not change a shipped model
+    assert not any(w.untyped_storage().data_ptr() == p.untyped_storage().data_ptr()
+                   for w in weights for p in G.parameters())
 
 
 def test_a_batch_of_different_fingerprints_is_a_batch_of_baked_models():
