@@ -21,8 +21,12 @@ import numbers
 import numpy as np
 import torch
 
-from labkit.config import check_positive_int, check_range
-from labkit.data import glyph_prototypes, render_glyphs
+from labkit.config import check_choice, check_positive_int, check_range
+from labkit.data import class_balanced_batches, glyph_prototypes, render_glyphs
+from labkit.methods import slade
+from labkit.metrics import nmi, recall_at_k
+from labkit.models.small_cnn import PlainCNN
+from labkit.train import fit
 
 # stream tags: every set is rendered from its own generator, so changing one knob (the novel
 # fraction) leaves the other sets' images unchanged
@@ -103,8 +107,6 @@ RECALL_KS = (1, 2, 4, 8)
 def embedding_net(dim: int = 64, widths: tuple = (16, 32, 64)) -> torch.nn.Module:
     """The spec's CNN (3×3 conv-BN-ReLU blocks, max-pools, GAP) with a Linear to ``dim``; the
     embedding is its output L2-normalised (``embed``)."""
-    from labkit.models.small_cnn import PlainCNN
-
     return PlainCNN(num_classes=dim, in_channels=1, widths=tuple(widths))
 
 
@@ -119,18 +121,9 @@ def embed(model: torch.nn.Module, X: torch.Tensor, batch_size: int = 500) -> tor
     return out
 
 
-def label_pairs(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(positive, negative) masks ``(b, b)`` over pairs i < j of a labeled batch."""
-    from labkit.methods.slade import pseudo_label_pairs
-
-    return pseudo_label_pairs(labels)
-
-
 def retrieval_metrics(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, seed: int = 0) -> dict:
     """Recall@{1, 2, 4, 8} (each image a query against the others) and NMI with the number of
     classes in ``y``."""
-    from labkit.metrics import nmi, recall_at_k
-
     E = embed(model, X)
     recall = recall_at_k(E, y, RECALL_KS)
     return {"recall": {str(k): float(v) for k, v in recall.items()}, "nmi": float(nmi(E, y, seed=seed))}
@@ -144,10 +137,6 @@ def train_labeled(pools: dict, seed: int, steps: int, init_state: dict | None = 
 
     ``pools`` holds ``make_pools``'s keyword arguments. Returns ``state`` (the net's state dict),
     test and validation ``recall``/``nmi`` and the loss ``history``."""
-    from labkit.data import class_balanced_batches
-    from labkit.methods.slade import masked_contrastive_loss
-    from labkit.train import fit
-
     unknown = set(pools) - set(POOL_KEYS)
     if unknown:
         raise ValueError(f"pools has unknown keys {sorted(unknown)}; valid: {', '.join(POOL_KEYS)}")
@@ -162,8 +151,8 @@ def train_labeled(pools: dict, seed: int, steps: int, init_state: dict | None = 
 
     def step_fn(index: torch.Tensor, step: int) -> dict:
         E = torch.nn.functional.normalize(model(data.X_labeled[index]), dim=1)
-        positive, negative = label_pairs(data.y_labeled[index])
-        return {"loss": masked_contrastive_loss(E, positive, negative, neg_margin=neg_margin)}
+        positive, negative = slade.pseudo_label_pairs(data.y_labeled[index])  # true labels here
+        return {"loss": slade.masked_contrastive_loss(E, positive, negative, neg_margin=neg_margin)}
 
     history = fit(model, batches, step_fn, [optimizer], steps, log_every=10, progress=False)
     return dict(seed=seed, steps=steps, warm_start=init_state is not None,
@@ -195,12 +184,10 @@ def similarity_auc(model: torch.nn.Module, basis, X: torch.Tensor, hidden: torch
     truly-different unlabeled pairs (i < j), by the hidden labels."""
     from sklearn.metrics import roc_auc_score
 
-    from labkit.methods.slade import cosine_matrix, pseudo_label_pairs
-
     E = embed(model, X)
     with torch.no_grad():
-        basis_sim = cosine_matrix(basis(E))
-    same, different = pseudo_label_pairs(hidden)
+        basis_sim = slade.cosine_matrix(basis(E))
+    same, different = slade.pseudo_label_pairs(hidden)
     upper = same | different
     truth = same[upper].numpy()
     return {"basis": float(roc_auc_score(truth, basis_sim[upper].numpy())),
@@ -219,11 +206,6 @@ def train_student(pools: dict, seed: int, steps: int, teacher_state: dict, *, k:
     the rows differ only in which pairs the ranking loss sees (ours). Returns test and validation
     metrics, the pseudo labels' quality, the mined pairs' precision and recall against the hidden
     labels, the AUCs, the statistics' trace and the student's ``state``."""
-    from labkit.config import check_choice
-    from labkit.data import class_balanced_batches
-    from labkit.methods import slade
-    from labkit.train import fit
-
     check_choice("pair_source", pair_source, PAIR_SOURCES)
     data = make_pools(**pools)
     torch.manual_seed(seed)
@@ -271,7 +253,7 @@ def train_student(pools: dict, seed: int, steps: int, teacher_state: dict, *, k:
         if warming:
             loss = lambda2 * loss_basis
         else:
-            positive_l, negative_l = label_pairs(y_l)
+            positive_l, negative_l = slade.pseudo_label_pairs(y_l)
             loss = (slade.masked_contrastive_loss(E_l, positive_l, negative_l, neg_margin=neg_margin)
                     + lambda1 * slade.masked_contrastive_loss(E_u, positive, negative, neg_margin=neg_margin)
                     + lambda2 * loss_basis)

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 from smoke import smoke_run
-from threadpoolctl import threadpool_limits
 
 from labkit.experiments import dual_contrastive as ex
 from labkit.experiments import dual_contrastive_runs as runs
@@ -20,16 +19,6 @@ def smoke_results(tmp_path_factory):
     # keeps LABKIT_CACHE_DIR on the fixture's fresh cache for the whole module, so the tiny runs
     # below reuse its metric classifier (same data, same classifier_steps)
     yield from smoke_run(ex, tmp_path_factory)
-
-
-@pytest.fixture
-def one_thread():
-    """Direct runs single-threaded (torch and BLAS), as in the worker pool: threads crawl on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1, user_api="blas"):
-        yield
-    torch.set_num_threads(threads)
 
 
 def test_budgets_and_bad_fields():

@@ -7,13 +7,7 @@ from torch import nn
 from labkit.models.corrector import Corrector
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # these tensors are tiny; two OpenMP threads on a busy 2-core machine spin and run 100x slower
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _tables(n, generator):
