@@ -1,4 +1,5 @@
-"""Single runs of chapter 06 (SLADE): the data pools so far; the teacher and student runs come next.
+"""Single runs of chapter 06 (SLADE): the data pools, the SSL initialisation, the teacher (and its
+compute-matched control) and the student.
 
 ``make_pools`` draws the spec's four disjoint sets of glyph classes from one set of prototypes:
 
@@ -21,10 +22,12 @@ import numbers
 import numpy as np
 import torch
 
-from labkit.config import check_choice, check_positive_int, check_range
+from labkit.config import check_positive_int, check_range
 from labkit.data import class_balanced_batches, glyph_prototypes, render_glyphs
+from labkit.data.augment import random_affine
+from labkit.losses.contrastive import nt_xent
 from labkit.methods import slade
-from labkit.metrics import nmi, recall_at_k
+from labkit.metrics import nearest_neighbours, nmi, recall_at_k
 from labkit.models.small_cnn import PlainCNN
 from labkit.train import fit
 
@@ -122,25 +125,39 @@ def embed(model: torch.nn.Module, X: torch.Tensor, batch_size: int = 500) -> tor
 
 
 def retrieval_metrics(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, seed: int = 0) -> dict:
-    """Recall@{1, 2, 4, 8} (each image a query against the others) and NMI with the number of
-    classes in ``y``."""
+    """Recall@{1, 2, 4, 8} (each image a query against the others), NMI with the number of classes
+    in ``y``, and ``hits``: per query, 1 when its nearest other image shares its class (the items
+    a test bootstrap resamples)."""
     E = embed(model, X)
     recall = recall_at_k(E, y, RECALL_KS)
-    return {"recall": {str(k): float(v) for k, v in recall.items()}, "nmi": float(nmi(E, y, seed=seed))}
+    hits = (y[nearest_neighbours(E, 1)[:, 0]] == y).numpy().astype(np.uint8)
+    return {"recall": {str(k): float(v) for k, v in recall.items()}, "nmi": float(nmi(E, y, seed=seed)), "hits": hits}
+
+
+def load_pools(pools: dict) -> SladePools:
+    unknown = set(pools) - set(POOL_KEYS)
+    if unknown:
+        raise ValueError(f"pools has unknown keys {sorted(unknown)}; valid: {', '.join(POOL_KEYS)}")
+    return make_pools(**pools)
+
+
+def state_copy(model: torch.nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def train_labeled(pools: dict, seed: int, steps: int, init_state: dict | None = None, *, dim: int = 64,
                   widths: tuple = (16, 32, 64), lr: float = 1e-3, classes_per_batch: int = 8,
-                  samples_per_class: int = 4, neg_margin: float = 0.8) -> dict:
-    """Eq. (1) on class-balanced labeled batches (Adam): the teacher from scratch, or — from a
-    teacher's ``init_state`` — the compute-matched control, the same extra steps on labels only.
+                  samples_per_class: int = 4, neg_margin: float = 0.8, eval_every: int = 0) -> dict:
+    """Eq. (1) on class-balanced labeled batches (Adam): the teacher from scratch (or from an SSL
+    ``init_state``), or — from a teacher's ``init_state`` — the compute-matched control, the same
+    extra steps on labels only.
 
     ``pools`` holds ``make_pools``'s keyword arguments. Returns ``state`` (the net's state dict),
-    test and validation ``recall``/``nmi`` and the loss ``history``."""
-    unknown = set(pools) - set(POOL_KEYS)
-    if unknown:
-        raise ValueError(f"pools has unknown keys {sorted(unknown)}; valid: {', '.join(POOL_KEYS)}")
-    data = make_pools(**pools)
+    test and validation ``recall``/``nmi`` and the loss ``history``. With ``eval_every`` it also
+    scores validation R@1 at step 0 and every ``eval_every`` steps and returns ``early_stopped``:
+    the checkpoint with the best validation R@1 (the first on ties) and its test metrics — the
+    control with early stopping chosen on validation classes, never on test recall."""
+    data = load_pools(pools)
     torch.manual_seed(seed)
     model = embedding_net(dim, widths)
     if init_state is not None:
@@ -149,128 +166,60 @@ def train_labeled(pools: dict, seed: int, steps: int, init_state: dict | None = 
     batches = class_balanced_batches(data.y_labeled, classes_per_batch, samples_per_class,
                                      generator=torch.Generator().manual_seed(seed + (0 if init_state is None else 1)))
 
+    checkpoints: dict[str, list] = {"step": [], "validation_r1": []}
+    best: dict = {}
+
+    def checkpoint(step: int) -> None:
+        r1 = float(recall_at_k(embed(model, data.X_validation), data.y_validation, (1,))[1])
+        checkpoints["step"].append(step)
+        checkpoints["validation_r1"].append(r1)
+        if not best or r1 > best["validation_r1"]:
+            best.update(step=step, validation_r1=r1, state=state_copy(model))
+
     def step_fn(index: torch.Tensor, step: int) -> dict:
+        if eval_every and step % eval_every == 0:
+            checkpoint(step)
         E = torch.nn.functional.normalize(model(data.X_labeled[index]), dim=1)
         positive, negative = slade.pseudo_label_pairs(data.y_labeled[index])  # true labels here
         return {"loss": slade.masked_contrastive_loss(E, positive, negative, neg_margin=neg_margin)}
 
     history = fit(model, batches, step_fn, [optimizer], steps, log_every=10, progress=False)
-    return dict(seed=seed, steps=steps, warm_start=init_state is not None,
-                state={k: v.detach().clone() for k, v in model.state_dict().items()},
+    out = dict(seed=seed, steps=steps, warm_start=init_state is not None, state=state_copy(model),
+               test=retrieval_metrics(model, data.X_test, data.y_test, seed),
+               validation=retrieval_metrics(model, data.X_validation, data.y_validation, seed),
+               history=history.to_dict())
+    if eval_every:
+        checkpoint(steps)
+        final = state_copy(model)
+        model.load_state_dict(best["state"])
+        out["early_stopped"] = dict(step=best["step"], validation_r1=best["validation_r1"],
+                                    test=retrieval_metrics(model, data.X_test, data.y_test, seed))
+        out["checkpoints"] = checkpoints
+        model.load_state_dict(final)
+    return out
+
+
+def pretrain_simclr(pools: dict, seed: int, steps: int, *, dim: int = 64, widths: tuple = (16, 32, 64),
+                    lr: float = 1e-3, batch_size: int = 64, temperature: float = 0.5) -> dict:
+    """The optional SSL initialisation (the paper uses SwAV; the spec's stand-in is SimCLR): NT-Xent
+    on two ``random_affine`` views of every labeled and unlabeled image (labels unused), through a
+    2-layer projection head that is then dropped. Returns the net's ``state``, its test and
+    validation metrics (SSL alone) and the loss ``history``."""
+    data = load_pools(pools)
+    torch.manual_seed(seed)
+    model = embedding_net(dim, widths)
+    head = torch.nn.Sequential(torch.nn.Linear(dim, dim), torch.nn.ReLU(), torch.nn.Linear(dim, dim))
+    optimizer = torch.optim.Adam([*model.parameters(), *head.parameters()], lr=lr)
+    images = torch.cat([data.X_labeled, data.X_unlabeled])
+    rng = torch.Generator().manual_seed(seed + 3)
+
+    def step_fn(_, step: int) -> dict:
+        batch = images[torch.randperm(len(images), generator=rng)[:batch_size]]
+        views = [head(model(random_affine(batch, rng))) for _ in range(2)]
+        return {"loss": nt_xent(*views, temperature)}
+
+    history = fit(model, [None], step_fn, [optimizer], steps, log_every=10, progress=False)
+    return dict(seed=seed, steps=steps, state=state_copy(model),
                 test=retrieval_metrics(model, data.X_test, data.y_test, seed),
                 validation=retrieval_metrics(model, data.X_validation, data.y_validation, seed),
                 history=history.to_dict())
-
-
-# --- the student ------------------------------------------------------------------------------------
-
-#: how the student picks its unlabeled pairs: SLADE's basis similarity (Eq. 7), the raw embedding
-#: cosine with the same thresholds rule, or every pseudo-label pair (no selection)
-PAIR_SOURCES = ("basis", "cosine", "all")
-
-
-def pseudo_label_quality(pseudo: np.ndarray, hidden: np.ndarray) -> dict:
-    """NMI (scikit-learn) and purity of pseudo labels against the hidden classes."""
-    from sklearn.metrics import normalized_mutual_info_score
-
-    table = np.zeros((pseudo.max() + 1, hidden.max() + 1), dtype=np.int64)
-    np.add.at(table, (pseudo, hidden), 1)
-    return {"nmi": float(normalized_mutual_info_score(hidden, pseudo)), "purity": float(table.max(1).sum() / len(pseudo)),
-            "num_clusters": int(len(np.unique(pseudo)))}
-
-
-def similarity_auc(model: torch.nn.Module, basis, X: torch.Tensor, hidden: torch.Tensor) -> dict:
-    """ROC-AUC of basis similarity and of embedding cosine for telling truly-same from
-    truly-different unlabeled pairs (i < j), by the hidden labels."""
-    from sklearn.metrics import roc_auc_score
-
-    E = embed(model, X)
-    with torch.no_grad():
-        basis_sim = slade.cosine_matrix(basis(E))
-    same, different = slade.pseudo_label_pairs(hidden)
-    upper = same | different
-    truth = same[upper].numpy()
-    return {"basis": float(roc_auc_score(truth, basis_sim[upper].numpy())),
-            "cosine": float(roc_auc_score(truth, (E @ E.T)[upper].numpy()))}
-
-
-def train_student(pools: dict, seed: int, steps: int, teacher_state: dict, *, k: int = 60,
-                  pair_source: str = "basis", select: str = "sim+label", delta: float = 0.0, lambda1: float = 1.0,
-                  lambda2: float = 0.5, beta: float = 0.99, warmup: int = 50, sd_margin: float = 0.3,
-                  dim: int = 64, widths: tuple = (16, 32, 64), lr: float = 1e-3, classes_per_batch: int = 8,
-                  samples_per_class: int = 4, neg_margin: float = 0.8) -> dict:
-    """Steps 2–3 of SLADE from a teacher's state: pseudo labels by k-means, then the student
-    (initialised from the teacher) with the feature basis on Eq. (9). The first ``warmup`` steps
-    train the basis alone on detached embeddings, so the statistics separate before mining starts.
-    ``pair_source`` picks the unlabeled pairs (``PAIR_SOURCES``); every source trains the basis, so
-    the rows differ only in which pairs the ranking loss sees (ours). Returns test and validation
-    metrics, the pseudo labels' quality, the mined pairs' precision and recall against the hidden
-    labels, the AUCs, the statistics' trace and the student's ``state``."""
-    check_choice("pair_source", pair_source, PAIR_SOURCES)
-    data = make_pools(**pools)
-    torch.manual_seed(seed)
-    model = embedding_net(dim, widths)
-    model.load_state_dict(teacher_state)
-    pseudo = slade.pseudo_labels(embed(model, data.X_unlabeled), k, seed=seed)
-    quality = pseudo_label_quality(pseudo, data.y_unlabeled_hidden.numpy())
-    pseudo = torch.as_tensor(pseudo)
-    basis = slade.FeatureBasis(int(data.y_labeled.max()) + 1, dim)
-    optimizer = torch.optim.Adam([*model.parameters(), *basis.parameters()], lr=lr)
-    rng = torch.Generator().manual_seed(seed + 2)
-    labeled = class_balanced_batches(data.y_labeled, classes_per_batch, samples_per_class, generator=rng)
-    unlabeled = class_balanced_batches(pseudo, min(classes_per_batch, quality["num_clusters"]), samples_per_class,
-                                       generator=rng)
-    stats = slade.MomentumStats(beta)
-    counts = dict(pos_selected=0, pos_true=0, neg_selected=0, neg_true=0, pos_available=0, neg_available=0)
-    trace: dict[str, list] = {k: [] for k in ("step", "mu_pos", "mu_neg", "var_pos", "var_neg")}
-
-    def step_fn(_, step: int) -> dict:
-        index_l, index_u = next(labeled), next(unlabeled)
-        warming = step < warmup
-        E_l = torch.nn.functional.normalize(model(data.X_labeled[index_l]), dim=1)
-        E_u = torch.nn.functional.normalize(model(data.X_unlabeled[index_u]), dim=1)
-        y_l, y_u, hidden = data.y_labeled[index_l], pseudo[index_u], data.y_unlabeled_hidden[index_u]
-        basis_in_l, basis_in_u = (E_l.detach(), E_u.detach()) if warming else (E_l, E_u)
-        s_basis = slade.cosine_matrix(basis(basis_in_u))
-        loss_basis = (torch.nn.functional.cross_entropy(basis.logits(basis_in_l), y_l)
-                      + slade.similarity_distribution_loss(s_basis, y_u, sd_margin))
-        s_select = s_basis if pair_source == "basis" else E_u @ E_u.T
-        stats.update(slade.pair_statistics(s_select.detach(), y_u))
-        if pair_source == "all":
-            positive, negative = slade.pseudo_label_pairs(y_u)
-        elif warming:
-            positive = negative = torch.zeros(len(y_u), len(y_u), dtype=torch.bool)
-        else:
-            positive, negative = slade.select_pairs(s_select, y_u, stats, select, delta)
-        true_same, true_different = slade.pseudo_label_pairs(hidden)
-        if not warming:
-            counts["pos_selected"] += int(positive.sum())
-            counts["pos_true"] += int((positive & true_same).sum())
-            counts["neg_selected"] += int(negative.sum())
-            counts["neg_true"] += int((negative & true_different).sum())
-            counts["pos_available"] += int(true_same.sum())
-            counts["neg_available"] += int(true_different.sum())
-        if warming:
-            loss = lambda2 * loss_basis
-        else:
-            positive_l, negative_l = slade.pseudo_label_pairs(y_l)
-            loss = (slade.masked_contrastive_loss(E_l, positive_l, negative_l, neg_margin=neg_margin)
-                    + lambda1 * slade.masked_contrastive_loss(E_u, positive, negative, neg_margin=neg_margin)
-                    + lambda2 * loss_basis)
-        if step % 10 == 0 and "mu_pos" in stats.values and "mu_neg" in stats.values:
-            trace["step"].append(step)
-            for name in ("mu_pos", "mu_neg", "var_pos", "var_neg"):
-                trace[name].append(stats.values[name])
-        return {"loss": loss, "selected": float(positive.sum() + negative.sum())}
-
-    history = fit(model, [None], step_fn, [optimizer], steps, log_every=10, progress=False)
-    precision = {"positive": counts["pos_true"] / max(counts["pos_selected"], 1),
-                 "negative": counts["neg_true"] / max(counts["neg_selected"], 1)}
-    recall = {"positive": counts["pos_true"] / max(counts["pos_available"], 1),
-              "negative": counts["neg_true"] / max(counts["neg_available"], 1)}
-    return dict(seed=seed, steps=steps, pair_source=pair_source, select=select, delta=delta, k=k,
-                test=retrieval_metrics(model, data.X_test, data.y_test, seed),
-                validation=retrieval_metrics(model, data.X_validation, data.y_validation, seed),
-                pseudo_quality=quality, pair_counts=counts, pair_precision=precision, pair_recall=recall,
-                auc=similarity_auc(model, basis, data.X_unlabeled, data.y_unlabeled_hidden), trace=trace,
-                state={k_: v.detach().clone() for k_, v in model.state_dict().items()}, history=history.to_dict())

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from labkit.experiments import slade_runs as runs
+from labkit.experiments import slade_student as student
 
 SMALL = dict(num_labeled_classes=4, labeled_per_class=3, unlabeled_size=20, num_novel_classes=5,
              num_validation_classes=3, validation_per_class=2, num_test_classes=4, test_per_class=3, size=16)
@@ -66,7 +67,8 @@ def test_the_teacher_learns_and_the_control_continues_from_it():
     # the control starts from the teacher: with zero extra steps it is the teacher
     same = runs.train_labeled(pools, seed=0, steps=0, init_state=teacher["state"], classes_per_batch=4,
                               samples_per_class=3)
-    assert same["test"] == teacher["test"]
+    assert same["test"]["recall"] == teacher["test"]["recall"] and same["test"]["nmi"] == teacher["test"]["nmi"]
+    assert np.array_equal(same["test"]["hits"], teacher["test"]["hits"])
     with pytest.raises(ValueError, match="unknown keys \\['classes'\\]"):
         runs.train_labeled(dict(pools, classes=3), seed=0, steps=1)
 
@@ -77,10 +79,10 @@ def tiny_teacher():
     return pools, runs.train_labeled(pools, seed=0, steps=40, classes_per_batch=4, samples_per_class=3)
 
 
-@pytest.mark.parametrize("source", runs.PAIR_SOURCES)
+@pytest.mark.parametrize("source", student.PAIR_SOURCES)
 def test_a_student_trains_from_the_teacher_with_every_pair_source(tiny_teacher, source):
     pools, teacher = tiny_teacher
-    out = runs.train_student(pools, seed=0, steps=12, teacher_state=teacher["state"], k=6, pair_source=source,
+    out = student.train_student(pools, seed=0, steps=12, teacher_state=teacher["state"], k=6, pair_source=source,
                              warmup=4, classes_per_batch=4, samples_per_class=3)
     assert set(out["test"]["recall"]) == {"1", "2", "4", "8"}
     assert 0 <= out["pseudo_quality"]["purity"] <= 1 and out["pseudo_quality"]["num_clusters"] <= 6
@@ -95,13 +97,13 @@ def test_a_student_trains_from_the_teacher_with_every_pair_source(tiny_teacher, 
 
 def test_pseudo_label_quality_of_a_perfect_and_a_random_clustering():
     hidden = np.repeat(np.arange(4), 5)
-    perfect = runs.pseudo_label_quality((hidden + 1) % 4, hidden)  # renamed clusters: still perfect
+    perfect = student.pseudo_label_quality((hidden + 1) % 4, hidden)  # renamed clusters: still perfect
     assert perfect["nmi"] == pytest.approx(1.0) and perfect["purity"] == 1.0
-    merged = runs.pseudo_label_quality(np.zeros(20, dtype=int), hidden)
+    merged = student.pseudo_label_quality(np.zeros(20, dtype=int), hidden)
     assert merged["purity"] == 0.25 and merged["nmi"] == pytest.approx(0.0)
 
 
 def test_a_bad_pair_source_is_refused(tiny_teacher):
     pools, teacher = tiny_teacher
     with pytest.raises(ValueError, match="pair_source='labels'.*'basis', 'cosine', 'all'"):
-        runs.train_student(pools, seed=0, steps=1, teacher_state=teacher["state"], pair_source="labels")
+        student.train_student(pools, seed=0, steps=1, teacher_state=teacher["state"], pair_source="labels")
