@@ -110,8 +110,11 @@ def from_budget(budget: str = "quick", **overrides: Any) -> SladeConfig:
 
 # --- the plan ---------------------------------------------------------------------------------------
 
-def pools(cfg: SladeConfig, novel_fraction: float | None = None) -> dict:
-    return dict(seed=cfg.seed, novel_fraction=cfg.novel_fraction if novel_fraction is None else novel_fraction)
+def pools(cfg: SladeConfig, novel_fraction: float | None = None, novel_from_test: bool = False) -> dict:
+    """``make_pools``'s arguments; ``novel_from_test`` (the explorer's, never a chapter row's) draws
+    the novel unlabeled images from the test classes."""
+    out = dict(seed=cfg.seed, novel_fraction=cfg.novel_fraction if novel_fraction is None else novel_fraction)
+    return dict(out, novel_from_test=True) if novel_from_test else out
 
 
 def seeds(cfg: SladeConfig) -> list[int]:
@@ -123,10 +126,11 @@ def teacher_kwargs(cfg: SladeConfig, seed: int) -> dict:
 
 
 def student_kwargs(cfg: SladeConfig, seed: int, teacher_file: str, *, pair_source: str = "basis",
-                   select: str = "sim+label", novel_fraction: float | None = None, **chosen: Any) -> dict:
+                   select: str = "sim+label", novel_fraction: float | None = None, novel_from_test: bool = False,
+                   **chosen: Any) -> dict:
     """``train_student``'s arguments; ``chosen`` overrides k, δ or λ₁ (else the config's)."""
     values = {**dict(k=cfg.k, delta=cfg.delta, lambda1=cfg.lambda1), **chosen}
-    return dict(pools=pools(cfg, novel_fraction), seed=seed, steps=cfg.student_steps, teacher_file=teacher_file,
+    return dict(pools=pools(cfg, novel_fraction, novel_from_test), seed=seed, steps=cfg.student_steps, teacher_file=teacher_file,
                 pair_source=pair_source, select=select, lambda2=cfg.lambda2, warmup=cfg.warmup,
                 widths=tuple(cfg.widths), **values)
 

@@ -64,9 +64,13 @@ def _round_robin(classes: range, n: int) -> torch.Tensor:
 def make_pools(num_labeled_classes: int = 30, labeled_per_class: int = 10, unlabeled_size: int = 600,
                novel_fraction: float = 0.5, num_novel_classes: int = 30, num_validation_classes: int = 20,
                validation_per_class: int = 20, num_test_classes: int = 40, test_per_class: int = 20,
-               size: int = 28, seed: int = 0, jitter: float = 1.0) -> SladePools:
+               size: int = 28, seed: int = 0, jitter: float = 1.0, novel_from_test: bool = False) -> SladePools:
     """The spec's pools (see the module docstring), deterministic from ``seed``. Class ids are
-    ``[0, L)`` labeled, ``[L, L + N)`` novel, then validation, then test."""
+    ``[0, L)`` labeled, ``[L, L + N)`` novel, then validation, then test.
+
+    Test classes never reach the labeled or unlabeled images, unless ``novel_from_test``: then the
+    novel part of the unlabeled pool is drawn from the *test* classes (other renders than the test
+    images), mimicking the paper's external pools, which may share categories with the test split."""
     counts = {name: check_positive_int(name, value) for name, value in (
         ("num_labeled_classes", num_labeled_classes), ("labeled_per_class", labeled_per_class),
         ("unlabeled_size", unlabeled_size), ("num_novel_classes", num_novel_classes),
@@ -76,6 +80,8 @@ def make_pools(num_labeled_classes: int = 30, labeled_per_class: int = 10, unlab
             or not math.isfinite(novel_fraction):
         raise ValueError(f"novel_fraction={novel_fraction!r} is not valid; it must be a number in [0, 1]")
     check_range("novel_fraction", novel_fraction, 0.0, 1.0)
+    if not isinstance(novel_from_test, bool):
+        raise ValueError(f"novel_from_test={novel_from_test!r} is not valid; it must be True or False")
     L, N, V, T = (counts[k] for k in ("num_labeled_classes", "num_novel_classes", "num_validation_classes",
                                       "num_test_classes"))
     prototypes = glyph_prototypes(L + N + V + T, seed)
@@ -88,7 +94,7 @@ def make_pools(num_labeled_classes: int = 30, labeled_per_class: int = 10, unlab
     y_labeled = torch.tensor(list(labeled)).repeat_interleave(counts["labeled_per_class"])
     num_novel = int(round(novel_fraction * counts["unlabeled_size"]))
     y_seen = _round_robin(labeled, counts["unlabeled_size"] - num_novel)
-    y_novel = _round_robin(novel, num_novel)
+    y_novel = _round_robin(test if novel_from_test else novel, num_novel)
     y_validation = torch.tensor(list(validation)).repeat_interleave(counts["validation_per_class"])
     y_test = torch.tensor(list(test)).repeat_interleave(counts["test_per_class"])
     return SladePools(
@@ -103,7 +109,8 @@ def make_pools(num_labeled_classes: int = 30, labeled_per_class: int = 10, unlab
 # --- the teacher, and the compute-matched control -------------------------------------------------
 
 POOL_KEYS = ("num_labeled_classes", "labeled_per_class", "unlabeled_size", "novel_fraction", "num_novel_classes",
-             "num_validation_classes", "validation_per_class", "num_test_classes", "test_per_class", "size", "seed")
+             "num_validation_classes", "validation_per_class", "num_test_classes", "test_per_class", "size", "seed",
+             "novel_from_test")
 RECALL_KS = (1, 2, 4, 8)
 
 

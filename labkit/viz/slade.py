@@ -359,11 +359,13 @@ def teacher_file(results: dict) -> str:
     return artifact("slade-teacher", kwargs, experiment.first_seed(results, experiment.TEACHER)["state"])
 
 
-def _explorer_view(results: dict, k: int, novel_fraction: float, lambda1: float, lambda2: float, delta: float,
-                   pair_source: str, select: str) -> list:
+def _explorer_view(results: dict, k: int, novel_fraction: float, novel_classes: str, lambda1: float,
+                   lambda2: float, delta: float, pair_source: str, select: str) -> list:
     cfg = dataclasses.replace(experiment.config_of(results), lambda2=lambda2)
     kwargs = experiment.student_kwargs(cfg, cfg.seed, teacher_file(results), pair_source=pair_source,
-                                       select=select, novel_fraction=novel_fraction, k=k, delta=delta, lambda1=lambda1)
+                                       select=select, novel_fraction=novel_fraction,
+                                       novel_from_test=novel_classes == NOVEL_FROM_TEST, k=k, delta=delta,
+                                       lambda1=lambda1)
     run = cached_runs("slade-run", experiment.train, [dict(kind="student", **kwargs)], workers=1)[0]
     reference = {row: experiment.first_seed(results, row) for row in (experiment.TEACHER, experiment.CONTROL,
                                                                       experiment.SLADE)}
@@ -378,14 +380,19 @@ def _explorer_view(results: dict, k: int, novel_fraction: float, lambda1: float,
     return [widgets.Message("\n".join(lines)), fig]
 
 
+NOVEL_UNSEEN, NOVEL_FROM_TEST = "classes no set has", "the test classes (as the paper's external pools may)"
+
+
 def student_explorer(results: dict) -> widgets.Explorer:
-    """Live in JupyterLab: k, the novel fraction, λ₁, λ₂, δ, the pair source and the rule → train one
-    student from the chapter's first-seed teacher (the chapter's cache; a few seconds at quick)."""
+    """Live in JupyterLab: k, the novel fraction and where its classes come from, λ₁, λ₂, δ, the pair
+    source and the rule → train one student from the chapter's first-seed teacher (the chapter's
+    cache; a few seconds at quick)."""
     config = results["config"]
     chosen = results["chosen"]
     controls = {"k": widgets.selection_slider("k", [20, 30, 45, 60, 90, 120], chosen["k"]),
                 "novel_fraction": widgets.selection_slider("novel fraction", [0.0, 0.25, 0.5, 0.75, 1.0],
                                                            config["novel_fraction"]),
+                "novel_classes": widgets.dropdown("novel images from", (NOVEL_UNSEEN, NOVEL_FROM_TEST)),
                 "lambda1": widgets.selection_slider("λ₁", [0.0, 0.25, 0.5, 1.0, 2.0, 4.0], chosen["lambda1"]),
                 "lambda2": widgets.selection_slider("λ₂", [0.0, 0.25, 0.5, 1.0, 2.0], config["lambda2"]),
                 "delta": widgets.selection_slider("δ", list(student.DELTAS), chosen["delta"]),
