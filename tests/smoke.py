@@ -1,5 +1,7 @@
 """Shared by the experiment tests (importable because pyproject puts tests/ on the path)."""
 import pytest
+import torch
+from threadpoolctl import threadpool_limits
 
 
 def smoke_run(experiment, tmp_path_factory):
@@ -22,3 +24,15 @@ def cached_smoke_run(experiment):
         yield experiment.run(experiment.from_budget("smoke", workers=1))
     finally:
         mp.undo()
+
+
+def smoke_run_one_thread(experiment, tmp_path_factory):
+    """``smoke_run`` with torch and BLAS on one thread, as in the worker pool: threads crawl on a
+    busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            yield from smoke_run(experiment, tmp_path_factory)
+    finally:
+        torch.set_num_threads(threads)

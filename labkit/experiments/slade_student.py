@@ -110,6 +110,9 @@ def train_student(pools: dict, seed: int, steps: int, teacher_state: dict, *, k:
     ``trace``, ``snapshots`` similarity histograms over training, the precision-against-δ curve at
     the end, and the student's ``state``."""
     check_choice("pair_source", pair_source, PAIR_SOURCES)
+    check_choice("select", select, slade.SELECTIONS)  # before any training, not when mining first starts
+    if not isinstance(delta, (int, float)) or isinstance(delta, bool) or not np.isfinite(delta):
+        raise ValueError(f"delta={delta!r} is not valid; it must be a finite number")
     check_positive_int("snapshots", snapshots)
     if not isinstance(warmup, int) or isinstance(warmup, bool) or not 0 <= warmup < steps:
         raise ValueError(f"warmup={warmup!r} is not valid; it must be an integer in [0, steps={steps})")

@@ -8,8 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from smoke import smoke_run
-from threadpoolctl import threadpool_limits
+from smoke import smoke_run_one_thread
 
 from labkit import report
 from labkit.experiments import fingerprints as ex
@@ -22,14 +21,7 @@ SHORT_ROWS = ("d_c = 8", "λ_const = 0")
 
 @pytest.fixture(scope="module")
 def smoke_results(tmp_path_factory):
-    # single-threaded, as in the worker pool: threads crawl on a busy machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(1, user_api="blas"):
-            yield from smoke_run(ex, tmp_path_factory)
-    finally:
-        torch.set_num_threads(threads)
+    yield from smoke_run_one_thread(ex, tmp_path_factory)
 
 
 # --- config and plan ---------------------------------------------------------------------------

@@ -1,5 +1,7 @@
-"""Chapter 06 (SLADE), first part: the data pools — disjoint class sets, the novel-fraction knob,
-hidden labels kept apart, determinism, and messages on bad input."""
+"""Chapter 06 (SLADE), single runs: the data pools (disjoint class sets, the novel-fraction and
+novel-from-test knobs, hidden labels kept apart, determinism, bad input), the teacher, its control
+with validation checkpoints, the SSL initialisation, and the student (pair sources, the basis's
+labeled-only cross-entropy, snapshots and the precision-against-δ curve)."""
 import numpy as np
 import pytest
 import torch
@@ -107,3 +109,109 @@ def test_a_bad_pair_source_is_refused(tiny_teacher):
     pools, teacher = tiny_teacher
     with pytest.raises(ValueError, match="pair_source='labels'.*'basis', 'cosine', 'all'"):
         student.train_student(pools, seed=0, steps=1, teacher_state=teacher["state"], pair_source="labels")
+
+
+def test_novel_images_come_from_test_classes_only_when_the_knob_says_so():
+    default = runs.make_pools(novel_fraction=1.0, **SMALL)
+    test = set(default.y_test.tolist())
+    assert not set(default.y_unlabeled_hidden.tolist()) & test
+    shared = runs.make_pools(novel_fraction=1.0, novel_from_test=True, **SMALL)
+    assert set(shared.y_unlabeled_hidden.tolist()) == test and bool(shared.novel.all())
+    assert not torch.equal(shared.X_unlabeled[:3], shared.X_test[:3])  # other renders of the same classes
+    torch.testing.assert_close(shared.X_test, default.X_test)  # the test set itself does not move
+    assert not set(shared.y_labeled.tolist()) & test
+    with pytest.raises(ValueError, match="novel_from_test='yes'.*True or False"):
+        runs.make_pools(novel_from_test="yes", **SMALL)
+
+
+def test_the_control_keeps_its_best_validation_checkpoint():
+    pools = dict(SMALL, seed=3, validation_per_class=3)
+    teacher = runs.train_labeled(pools, seed=0, steps=20, classes_per_batch=4, samples_per_class=3)
+    control = runs.train_labeled(pools, seed=0, steps=20, init_state=teacher["state"], classes_per_batch=4,
+                                 samples_per_class=3, eval_every=5)
+    checkpoints = control["checkpoints"]
+    assert checkpoints["step"] == [0, 5, 10, 15, 20]  # step 0 is the teacher itself
+    best = control["early_stopped"]
+    assert best["validation_r1"] == max(checkpoints["validation_r1"])
+    assert best["step"] == checkpoints["step"][checkpoints["validation_r1"].index(best["validation_r1"])]
+    if best["step"] == 0:  # the teacher's weights: its test metrics are the teacher's
+        assert best["test"]["recall"] == teacher["test"]["recall"]
+    # checkpoints do not change the run: the same control without them ends with the same weights
+    plain = runs.train_labeled(pools, seed=0, steps=20, init_state=teacher["state"], classes_per_batch=4,
+                               samples_per_class=3)
+    for key, value in plain["state"].items():
+        torch.testing.assert_close(control["state"][key], value)
+
+
+def test_simclr_pretraining_learns_and_its_weights_initialise_a_teacher():
+    pools = dict(SMALL, seed=4, validation_per_class=3)
+    ssl = runs.pretrain_simclr(pools, seed=0, steps=12, batch_size=16)
+    losses = ssl["history"]["loss"]["value"]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    teacher = runs.train_labeled(pools, seed=0, steps=0, init_state=ssl["state"], classes_per_batch=4,
+                                 samples_per_class=3)
+    assert teacher["test"]["recall"] == ssl["test"]["recall"]  # zero steps: the SSL net unchanged
+
+
+def test_the_basis_cross_entropy_sees_only_labeled_images(tiny_teacher, monkeypatch):
+    from labkit.methods import slade
+
+    pools, teacher = tiny_teacher
+    data = runs.make_pools(**pools)
+    calls = []
+    original = slade.FeatureBasis.logits
+
+    def logits(self, E):
+        calls.append((tuple(self.weight.shape), len(E)))
+        return original(self, E)
+
+    seen_targets = []
+    cross_entropy = torch.nn.functional.cross_entropy
+
+    def recording_cross_entropy(input, target, *args, **kwargs):
+        seen_targets.append(target.clone())
+        return cross_entropy(input, target, *args, **kwargs)
+
+    monkeypatch.setattr(slade.FeatureBasis, "logits", logits)
+    monkeypatch.setattr(student.F, "cross_entropy", recording_cross_entropy)
+    student.train_student(pools, seed=0, steps=6, teacher_state=teacher["state"], k=6, warmup=2,
+                          classes_per_batch=4, samples_per_class=3)
+    num_labeled = int(data.y_labeled.max()) + 1
+    assert len(calls) == 6 and all(shape == (num_labeled, 64) and n == 12 for shape, n in calls)
+    # every target is a true label of the labeled classes (pseudo labels never reach Eq. 3)
+    assert len(seen_targets) == 6 and all(int(t.max()) < num_labeled and len(t) == 12 for t in seen_targets)
+
+
+def test_student_snapshots_and_the_delta_curve(tiny_teacher):
+    pools, teacher = tiny_teacher
+    out = student.train_student(pools, seed=0, steps=12, teacher_state=teacher["state"], k=6, warmup=4,
+                                classes_per_batch=4, samples_per_class=3, snapshots=3)
+    steps = [s["step"] for s in out["snapshots"]]
+    assert steps == sorted(set(steps)) and {0, 4, 12} <= set(steps) and out["warmup"] == 4
+    for snap in out["snapshots"]:
+        assert len(snap["same"]) == len(student.HISTOGRAM_BINS) - 1 == len(snap["different"])
+        assert snap["step"] > 0 or snap["thresholds"] is None  # nothing seen yet at step 0
+    curve = out["delta_curve"]
+    if curve is not None:  # mining started
+        assert curve["delta"] == list(student.DELTAS)
+        for select in ("sim", "sim+label"):
+            counts = curve[select]["pos_count"]
+            assert all(a >= b for a, b in zip(counts, counts[1:]))  # a larger δ keeps fewer positives
+            assert all(0 <= p <= 1 for p in curve[select]["pos_precision"] if p == p)
+        # sim+label keeps a subset of sim's positives
+        assert all(a <= b for a, b in zip(curve["sim+label"]["pos_count"], curve["sim"]["pos_count"]))
+        assert curve["sim+label"]["pos_count"][0] <= curve["all_pairs"]["pos_count"]
+
+
+def test_student_bad_warmup_and_snapshots(tiny_teacher):
+    pools, teacher = tiny_teacher
+    with pytest.raises(ValueError, match="warmup=12.*\\[0, steps=12\\)"):
+        student.train_student(pools, seed=0, steps=12, teacher_state=teacher["state"], warmup=12)
+    with pytest.raises(ValueError, match="snapshots=0"):
+        student.train_student(pools, seed=0, steps=12, teacher_state=teacher["state"], warmup=2, snapshots=0)
+    with pytest.raises(ValueError, match="k=0"):
+        student.train_student(pools, seed=0, steps=12, teacher_state=teacher["state"], warmup=2, k=0)
+    with pytest.raises(ValueError, match="select='label'.*'sim', 'sim\\+label'"):
+        student.train_student(pools, seed=0, steps=12, teacher_state=teacher["state"], warmup=2, select="label")
+    with pytest.raises(ValueError, match="delta=inf.*finite"):
+        student.train_student(pools, seed=0, steps=12, teacher_state=teacher["state"], warmup=2, delta=float("inf"))
