@@ -14,7 +14,10 @@ same number in every row, so SSL against no SSL is compute-fair on the labeled s
 The main rows (appearance only, RGB difference, motion with CE only, motion with SSL) run ``seeds``
 seeds; the label-budget sweep runs CE-only and SSL at each budget for every seed; the ablations
 (one level, top-only fusion, L2 regression, no stop-gradient, spatial negatives, the oracle) run
-the first seed.
+the first seed, except the two that claims compare (top-level fusion, the oracle), which run every
+seed.
+
+``claims(results)`` (``contrastive_motion_claims``) judges the spec's outcomes 1–7.
 """
 from __future__ import annotations
 
@@ -48,6 +51,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "SSL, spatial negatives only": dict(kind="motion", ssl=True, negatives="spatial"),
     "oracle displacement input": dict(kind="oracle"),
 }
+#: ablations that claims compare with the SSL row, so they run every seed (the others the first)
+SEEDED_ABLATIONS = ("SSL, top-level fusion only", "oracle displacement input")
 
 
 @dataclasses.dataclass
@@ -163,7 +168,8 @@ def plan(cfg: MotionConfig) -> list[tuple[str, int, dict]]:
         for row in (CE_ONLY, SSL):
             out += [(row, budget, _row_kwargs(cfg, MAIN_ROWS[row], s, budget)) for s in seeds]
     for row in cfg.ablations:
-        out.append((row, cfg.labeled_per_class, _row_kwargs(cfg, ABLATIONS[row], cfg.seed)))
+        out += [(row, cfg.labeled_per_class, _row_kwargs(cfg, ABLATIONS[row], s))
+                for s in (seeds if row in SEEDED_ABLATIONS else seeds[:1])]
     return out
 
 
@@ -261,6 +267,8 @@ def cost_table(results: dict) -> dict[str, dict[str, int]]:
     return found[0]["cost"] if found else {}
 
 
-__all__ = ["MotionConfig", "BUDGETS", "from_budget", "plan", "run", "train_row", "pathway_cost", "accuracy_table",
+from labkit.experiments.contrastive_motion_claims import claims  # noqa: E402  (the claims read the tables above)
+
+__all__ = ["claims", "SEEDED_ABLATIONS", "MotionConfig", "BUDGETS", "from_budget", "plan", "run", "train_row", "pathway_cost", "accuracy_table",
            "probe_table", "budget_table", "cost_table", "trained_net", "chapter_pools", "MAIN_ROWS", "ABLATIONS", "APPEARANCE", "RGB_DIFF",
            "CE_ONLY", "SSL"]

@@ -8,17 +8,13 @@ from labkit.experiments import slade as ex
 from labkit.experiments import slade_student as student
 from labkit.viz import plots
 from labkit.viz import slade as views
+from smoke import cached_smoke_run
 from viz_checks import assert_one_group_each
 
 
 @pytest.fixture(scope="module")
-def results():
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LABKIT_PROGRESS", "off")
-    try:  # the default cache: a rerun of the tests (or the explorer) trains nothing
-        yield ex.run(ex.from_budget("smoke", workers=1))
-    finally:
-        mp.undo()
+def results():  # the default cache: a rerun of the tests (or the explorer) trains nothing
+    yield from cached_smoke_run(ex)
 
 
 def test_histograms_slide_over_the_snapshots(results):
