@@ -192,15 +192,15 @@ def test_student_snapshots_and_the_delta_curve(tiny_teacher):
         assert len(snap["same"]) == len(student.HISTOGRAM_BINS) - 1 == len(snap["different"])
         assert snap["step"] > 0 or snap["thresholds"] is None  # nothing seen yet at step 0
     curve = out["delta_curve"]
-    if curve is not None:  # mining started
-        assert curve["delta"] == list(student.DELTAS)
-        for select in ("sim", "sim+label"):
-            counts = curve[select]["pos_count"]
-            assert all(a >= b for a, b in zip(counts, counts[1:]))  # a larger δ keeps fewer positives
-            assert all(0 <= p <= 1 for p in curve[select]["pos_precision"] if p == p)
-        # sim+label keeps a subset of sim's positives
-        assert all(a <= b for a, b in zip(curve["sim+label"]["pos_count"], curve["sim"]["pos_count"]))
-        assert curve["sim+label"]["pos_count"][0] <= curve["all_pairs"]["pos_count"]
+    assert curve is not None, "mining never started"
+    assert curve["delta"] == list(student.DELTAS)
+    for select in ("sim", "sim+label"):
+        counts = curve[select]["pos_count"]
+        assert all(a >= b for a, b in zip(counts, counts[1:]))  # a larger δ keeps fewer positives
+        assert all(0 <= p <= 1 for p in curve[select]["pos_precision"] if p == p)
+    # sim+label keeps a subset of sim's positives
+    assert all(a <= b for a, b in zip(curve["sim+label"]["pos_count"], curve["sim"]["pos_count"]))
+    assert curve["sim+label"]["pos_count"][0] <= curve["all_pairs"]["pos_count"]
 
 
 def test_student_bad_warmup_and_snapshots(tiny_teacher):
