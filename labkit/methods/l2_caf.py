@@ -24,15 +24,21 @@ filter and its own stopping rule, and all filters are optimised together: the lo
 the per-image losses, so each filter's gradient is its own image's, Adam's per-element statistics
 never mix images, and a stopped filter is held fixed. The result equals the one-image loop.
 
+**Alternative constraints** (the paper's ablation): a softmax over the positions; a Gaussian bump
+whose 2-D mean is the only parameter (identity covariance in cells, L2-normalised: ours, since the
+TF code hard-wires 7×7 maps); none (the raw filter), which shows why the constraint is there.
+
 | symbol | variable |
 |---|---|
 | $A$ | ``capture(model, layer, x)`` ``(b, C, H, W)`` |
 | $f$, $\hat f$ | ``filters`` ``(b, H, W)``, ``constrain(filters, constraint)`` |
+| $\mu$ (Gaussian-mean ablation) | ``gaussian_bump(means, H, W)``, ``means`` ``(b, 2)`` |
 | $FT(x, f)$ | ``forward(f_hat)``: the head on cached $A$ (fast mode) or a hooked full forward (slow mode) |
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Callable
 
 import numpy as np
@@ -42,10 +48,11 @@ from torch import nn
 
 from labkit.config import check_choice, check_positive_int, check_range
 
-__all__ = ["CONSTRAINTS", "OBJECTIVES", "OPTIMIZERS", "find_layer", "frozen", "capture", "constrain", "filtered_forward",
-           "objective", "optimise_filters", "heatmap", "grad_cam", "cam", "box_from_heatmap"]
+__all__ = ["CONSTRAINTS", "OBJECTIVES", "OPTIMIZERS", "find_layer", "frozen", "capture", "constrain", "gaussian_bump",
+           "filtered_forward",
+           "objective", "optimise_filters", "heatmap", "grad_cam", "cam"]
 
-CONSTRAINTS = ("l2", "softmax", "none")
+CONSTRAINTS = ("l2", "softmax", "gaussian", "none")
 OBJECTIVES = ("oblivious", "specific")
 OPTIMIZERS = ("adam", "sgd")
 
@@ -94,14 +101,29 @@ def capture(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
 
 def constrain(filters: torch.Tensor, constraint: str = "l2") -> torch.Tensor:
     """$\\hat f$ from raw filters ``(b, H, W)``: unit Frobenius norm per image (``"l2"``, the method),
-    a softmax over the H·W positions, or unchanged (``"none"``, the unconstrained ablation)."""
+    a softmax over the H·W positions, or unchanged (``"none"``, the unconstrained ablation). The
+    ``"gaussian"`` constraint has its own parameters (a mean per image): see ``gaussian_bump``."""
     check_choice("constraint", constraint, CONSTRAINTS)
+    if constraint == "gaussian":
+        raise ValueError("constraint='gaussian' is parametrised by a 2-D mean per image, not by a filter; "
+                         "use gaussian_bump(means, height, width)")
     flat = filters.flatten(1)
     if constraint == "l2":
         flat = F.normalize(flat, dim=1)
     elif constraint == "softmax":
         flat = flat.softmax(dim=1)
     return flat.reshape(filters.shape)
+
+
+def gaussian_bump(means: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The Gaussian-mean constraint: $f(u) = \\exp(-\\|u - \\mu\\|^2 / 2)$ over the cell grid (identity
+    covariance in cells, as the TF code's fixed covariance), L2-normalised like the method's filter.
+    ``means`` ``(b, 2)`` (row, column, in cells) → ``(b, height, width)``. The 2-D mean is the only
+    parameter, so the map is one bump wherever the optimiser moves it."""
+    rows = torch.arange(height, dtype=means.dtype)[None, :, None]
+    cols = torch.arange(width, dtype=means.dtype)[None, None, :]
+    squared = (rows - means[:, 0, None, None]) ** 2 + (cols - means[:, 1, None, None]) ** 2
+    return F.normalize(torch.exp(-squared / 2).flatten(1), dim=1).reshape(len(means), height, width)
 
 
 def filtered_forward(model: nn.Module, layer: str, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -145,19 +167,28 @@ def optimise_filters(forward: Callable[[torch.Tensor], torch.Tensor], shape: tup
     ``forward(f_hat (b, H, W))`` returns the filtered outputs ``(b, K)``; ``shape`` is ``(b, H, W)``.
     Returns ``filters`` (constrained, ``(b, H, W)``), ``iterations`` ``(b,)`` (when each stopped),
     ``losses`` (per image at every check) and, with ``keep_every``, ``snapshots`` of the filters.
-    ``initial`` (raw filters ``shape``) replaces the ``init`` draw."""
+    ``initial`` (raw filters ``shape``; ``(b, 2)`` means for ``"gaussian"``) replaces the ``init``
+    draw; ``parameters`` returns the raw parameters at the end."""
     check_choice("init", init, ("normal", "ones"))
     check_choice("optimizer", optimizer, OPTIMIZERS)
     check_range("lr", lr, 0.0, low_open=True)
     max_iters, check_every = check_positive_int("max_iters", max_iters), check_positive_int("check_every", check_every)
     check_range("tolerance", tolerance, 0.0)
-    b = shape[0]
+    check_choice("constraint", constraint, CONSTRAINTS)
+    b, height, width = shape
+    gaussian = constraint == "gaussian"
+    param_shape = (b, 2) if gaussian else tuple(shape)  # the Gaussian's only parameter is its mean
+    to_filter = (functools.partial(gaussian_bump, height=height, width=width) if gaussian
+                 else functools.partial(constrain, constraint=constraint))
     if initial is not None:
-        if tuple(initial.shape) != tuple(shape):
-            raise ValueError(f"initial has shape {tuple(initial.shape)}; it must be {tuple(shape)}")
+        if tuple(initial.shape) != param_shape:
+            raise ValueError(f"initial has shape {tuple(initial.shape)}; it must be {param_shape}")
         raw = initial.detach().clone()
     else:
-        raw = torch.randn(shape, generator=generator) if init == "normal" else torch.ones(shape)
+        raw = torch.randn(param_shape, generator=generator) if init == "normal" else torch.ones(param_shape)
+        if gaussian:  # "ones" starts the mean at the centre, "normal" one cell (sd) around it
+            raw = (raw if init == "normal" else torch.zeros(param_shape)) + torch.tensor([(height - 1) / 2,
+                                                                                          (width - 1) / 2])
     raw = raw.requires_grad_(True)
     opt = torch.optim.Adam([raw], lr=lr) if optimizer == "adam" else torch.optim.SGD([raw], lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: max(0.0, 1 - i / max_iters))
@@ -168,12 +199,12 @@ def optimise_filters(forward: Callable[[torch.Tensor], torch.Tensor], shape: tup
     snapshots: list[np.ndarray] = []
     for step in range(max_iters):
         opt.zero_grad(set_to_none=True)
-        per_image = objective(forward(constrain(raw, constraint)), reference, kind, target)
+        per_image = objective(forward(to_filter(raw)), reference, kind, target)
         if step % check_every == 0:
             now = per_image.detach()
             losses.append(now.tolist())
             if keep_every and step % keep_every == 0:
-                snapshots.append(constrain(raw.detach(), constraint).numpy().copy())
+                snapshots.append(to_filter(raw.detach()).numpy().copy())
             if last_check is not None:
                 done = active & ((now - last_check).abs() < tolerance)
                 iterations[done] = step
@@ -181,14 +212,14 @@ def optimise_filters(forward: Callable[[torch.Tensor], torch.Tensor], shape: tup
             last_check = now
             if not active.any():
                 break
-        frozen = raw.detach()[~active].clone()
+        kept = raw.detach()[~active].clone()
         per_image[active].sum().backward()  # a sum: each filter sees only its own image's gradient
         opt.step()
         schedule.step()
         with torch.no_grad():
-            raw[~active] = frozen  # a stopped filter stays where its own rule stopped it
-    return {"filters": constrain(raw.detach(), constraint), "iterations": iterations, "losses": losses,
-            "snapshots": snapshots}
+            raw[~active] = kept  # a stopped filter stays where its own rule stopped it
+    return {"filters": to_filter(raw.detach()), "parameters": raw.detach(), "iterations": iterations,
+            "losses": losses, "snapshots": snapshots}
 
 
 def heatmap(filters: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -230,21 +261,3 @@ def grad_cam(model: nn.Module, layer: str, x: torch.Tensor, target: torch.Tensor
 def cam(A: torch.Tensor, weight: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """CAM for a GAP + linear head: Σ_k w_{c,k} A_k ``(b, H, W)`` with ``weight`` ``(classes, C)``."""
     return torch.einsum("bc,bchw->bhw", weight[target], A)
-
-
-def box_from_heatmap(heat: np.ndarray, tau: float) -> tuple[int, int, int, int] | None:
-    """The box ``(x0, y0, x1, y1)`` (pixel edges) of the largest connected component of
-    ``heat >= tau`` (scipy.ndimage), or None when nothing passes."""
-    from scipy import ndimage
-
-    check_range("tau", tau, 0.0, 1.0)
-    heat = np.asarray(heat)
-    if heat.ndim != 2:
-        raise ValueError(f"heat must be one (H, W) map; got shape {heat.shape}")
-    labels, count = ndimage.label(heat >= tau)
-    if not count:
-        return None
-    sizes = np.bincount(labels.ravel())[1:]
-    ys, xs = np.nonzero(labels == 1 + int(np.argmax(sizes)))
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-

@@ -115,18 +115,6 @@ def test_grad_cam_equals_cam_on_gap_linear_and_differs_on_an_mlp_head():
     assert embedding.shape == (4, 8, 8) and torch.isfinite(embedding).all()
 
 
-def test_box_from_heatmap_keeps_the_largest_component():
-    heat = np.zeros((10, 10))
-    heat[1:3, 1:3] = 1.0  # a small blob
-    heat[5:9, 4:8] = 0.8  # the largest one
-    assert l2_caf.box_from_heatmap(heat, 0.5) == (4, 5, 8, 9)
-    assert l2_caf.box_from_heatmap(heat, 0.9) == (1, 1, 3, 3)
-    assert l2_caf.box_from_heatmap(heat, 1.0) == (1, 1, 3, 3)
-    assert l2_caf.box_from_heatmap(np.zeros((4, 4)), 0.5) is None
-    with pytest.raises(ValueError, match="tau=1.5"):
-        l2_caf.box_from_heatmap(heat, 1.5)
-
-
 def test_heatmap_is_min_max_normalised_at_image_size():
     maps = l2_caf.heatmap(torch.randn(2, 4, 4), (16, 16))
     assert maps.shape == (2, 16, 16)
@@ -142,3 +130,63 @@ def test_bad_layer_and_options():
         l2_caf.constrain(torch.zeros(1, 2, 2), "gauss")
     with pytest.raises(ValueError, match="optimizer='rmsprop'"):
         l2_caf.optimise_filters(lambda f: f.flatten(1), (1, 2, 2), reference=torch.zeros(1, 4), optimizer="rmsprop")
+
+
+def test_gaussian_bump_peaks_at_its_mean_has_unit_norm_and_its_mean_is_the_only_parameter():
+    bump = l2_caf.gaussian_bump(torch.tensor([[1.0, 5.0], [3.0, 3.0]]), 6, 7)
+    assert bump.shape == (2, 6, 7)
+    torch.testing.assert_close(bump.flatten(1).norm(dim=1), torch.ones(2))
+    assert divmod(int(bump[0].argmax()), 7) == (1, 5) and divmod(int(bump[1].argmax()), 7) == (3, 3)
+    net = _net()
+    A = l2_caf.capture(net, "features", _x(2))
+    out = l2_caf.optimise_filters(lambda f: net.head(A * f[:, None]), (2, 8, 8), "specific",
+                                  target=torch.tensor([0, 1]), constraint="gaussian", max_iters=60)
+    assert out["parameters"].shape == (2, 2)
+    torch.testing.assert_close(out["filters"], l2_caf.gaussian_bump(out["parameters"], 8, 8))
+    with pytest.raises(ValueError, match="constraint='gaussian' is parametrised"):
+        l2_caf.constrain(torch.ones(1, 2, 2), "gaussian")
+
+
+def _losses(constraint, kind, init="normal", iters=400):
+    net = _net()
+    x = _x(3)
+    A = l2_caf.capture(net, "features", x)
+    with torch.no_grad():
+        reference = net(x)
+    return l2_caf.optimise_filters(lambda f: net.head(A * f[:, None]), (3, 8, 8), kind, reference=reference,
+                                   target=torch.tensor([0, 1, 2]), constraint=constraint, init=init,
+                                   max_iters=iters, tolerance=0.0, check_every=10, optimizer="adam",
+                                   generator=torch.Generator().manual_seed(0))
+
+
+def test_without_the_constraint_the_class_specific_loss_diverges_and_with_it_stays_bounded():
+    free, unit = _losses("none", "specific"), _losses("l2", "specific")
+    free_curve, unit_curve = np.array(free["losses"]), np.array(unit["losses"])
+    # unconstrained: the loss keeps falling and the filter norm grows far beyond its start
+    assert (np.diff(free_curve[-10:], axis=0) < 0).all()
+    assert (free["filters"].flatten(1).norm(dim=1) > 10 * 8).all()  # a N(0,1) 8×8 filter starts near norm 8
+    assert free_curve[-1].max() < unit_curve[-1].min() - 10 * np.abs(unit_curve[-1]).max()
+    # constrained: |FT| ≤ ‖head weights‖·‖A‖ bounds the loss; its last steps barely move
+    assert np.abs(np.diff(unit_curve[-5:], axis=0)).max() < 1e-2 * np.abs(unit_curve[-1]).max()
+
+
+def test_without_the_constraint_the_class_oblivious_loss_is_solved_by_a_flat_map():
+    flat = _losses("none", "oblivious", init="ones", iters=50)
+    assert max(flat["losses"][0]) < 1e-10  # f ≡ 1 reproduces the output exactly
+    assert torch.equal(flat["filters"], torch.ones(3, 8, 8))  # and nothing moves it
+    unit = _losses("l2", "oblivious", init="ones", iters=50)
+    assert min(unit["losses"][0]) > 1e-4  # unit norm shrinks the GAP output: the trivial answer is gone
+
+
+def test_on_a_gap_linear_head_class_specific_l2_caf_reaches_its_closed_form():
+    # FT = W·mean_u(A_u f̂_u) + b is linear in f̂, so the loss is ⟨f̂, g⟩ with
+    # g_u = (−w_c + Σ_{j≠c} w_j)·A_u / HW, minimised on the unit sphere by f̂ = −g / ‖g‖.
+    net = _net()
+    x, target = _x(3), torch.tensor([0, 1, 3])
+    A = l2_caf.capture(net, "features", x)
+    out = l2_caf.optimise_filters(lambda f: net.head(A * f[:, None]), (3, 8, 8), "specific", target=target,
+                                  max_iters=1000, generator=torch.Generator().manual_seed(0))
+    sign = torch.ones(3, 4).scatter_(1, target[:, None], -1.0)
+    g = torch.einsum("bk,kc,bchw->bhw", sign, net.fc.weight, A) / 64
+    closed = -g / g.flatten(1).norm(dim=1)[:, None, None]
+    assert (out["filters"] * closed).flatten(1).sum(1).min() > 0.999  # cosine to the optimum
