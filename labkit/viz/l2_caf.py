@@ -33,6 +33,7 @@ from labkit.viz.plots import compact, style, subplot_refs
 METHOD_COLOURS = {SPECIFIC: "#F28E2B", OBLIVIOUS: "#B8560F", GRAD_CAM: "#4E79A7", CAM: "#59A14F", CENTRE: "#9CA3AF"}
 METRICS = {"maxboxacc": ("MaxBoxAcc", "#2C4F75"), "acc_at_0.2": (f"accuracy at τ = {loc.CAM_TAU}", "#76B7B2"),
            "pointing": ("pointing game", "#F28E2B")}
+SHORT_NAMES = {SPECIFIC: "L2-CAF spec.", runs.SPECIFIC_POSITIVE: "L2-CAF f⁺ (ours)", OBLIVIOUS: "L2-CAF obl."}
 TRUTH, PREDICTED = "#2CA02C", "#111111"
 PAIR_COLOURS = ("#F28E2B", "#7B3FA0")  # the boxes of class A and class B of a two-object image
 # heat is drawn as uint8 levels (a quarter of float32's bytes in every frame); the colour bar reads [0, 1]
@@ -359,7 +360,7 @@ def plot_pairs(results: dict, kind: str = "cam", seed_index: int = 0,
     sources = [_source(x) for x in sets.pair_x[:shown]]
     boxes = [[_outline(sets.pair_boxes[i, j].tolist()) for j in range(2)] for i in range(shown)]
     titles = ["image<br><sup>boxes: A orange, B purple; ×: peak</sup>"] + [
-        f"{m} → {'AB'[j]}<br><sup>peak on {'AB'[j]} in {int(pairs[m]['on_queried'][:, j].sum())}/{total}</sup>"
+        f"{SHORT_NAMES.get(m, m)} → {'AB'[j]}<br><sup>peak on {'AB'[j]} in {int(pairs[m]['on_queried'][:, j].sum())}/{total}</sup>"
         for m, j in panels]
     fig = make_subplots(rows=1, cols=1 + len(panels), horizontal_spacing=0.012, subplot_titles=titles)
     slots: list[Slot] = []
