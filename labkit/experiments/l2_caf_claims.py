@@ -10,6 +10,10 @@ Outcome 1 is judged on the large objects (3–20 % of the image, the spec's 5–
 on the medium ones, smaller than a cell of the 8×8 map. Outcome 2's Grad-CAM = CAM identity on the
 GAP + linear head holds by construction: a unit test checks it, and the chapter only reports the
 measured correlation.
+
+No claim is asserted. Outcome 8 was, until the first full run: every one of its 300 values (3
+seeds × 100 medium images) was 0, and the shared rule gives no interval to data without a spread
+unless 6 seeds agree, so it is inconclusive at 3 seeds (as is 7a, every value 1).
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from labkit.experiments.l2_caf_runs import CENTRE, GRAD_CAM, OBLIVIOUS, SPECIFIC
 from labkit.metrics.localization import CAM_TAU, TAUS
 from labkit.report import Claim
 
-__all__ = ["claims", "POINTING", "CENTRE_POINTING", "PAIR_RATE", "FAST_FACTOR", "SECONDS", "NEAR_ZERO", "ASSERTED"]
+__all__ = ["claims", "POINTING", "CENTRE_POINTING", "PAIR_RATE", "FAST_FACTOR", "SECONDS", "NEAR_ZERO"]
 
 POINTING = 0.8  # outcome 1: pointing accuracy of the informative maps
 CENTRE_POINTING = 0.35  # outcome 1: the centre prior's ceiling
@@ -29,7 +33,6 @@ PAIR_RATE = 0.7  # outcome 5
 FAST_FACTOR = 5.0  # outcome 6
 SECONDS = 1.0  # outcome 6: seconds per image on CPU
 NEAR_ZERO = 0.1  # outcome 8: "near 0" read as below 10 % (ours)
-ASSERTED = ("full",)
 
 
 def _max_box(hits: np.ndarray) -> float:
@@ -151,8 +154,7 @@ def _threshold_claim(results: dict) -> Claim:
     per_seed = [e["methods"][best]["hits"][medium, column].astype(float) for e in found]
     estimate = report.bounded(report.bootstrap_difference(per_seed, what="test images"), 0.0, 1.0)
     maxbox = np.mean([_max_box(e["methods"][best]["hits"][medium]) for e in found])
-    return Claim.compare(name, paper, estimate, threshold=NEAR_ZERO, direction="<", check=check,
-                         asserted_at=ASSERTED, detail=f"best at τ = 0.2: {best}; its MaxBoxAcc on medium objects "
+    return Claim.compare(name, paper, estimate, threshold=NEAR_ZERO, direction="<", check=check, detail=f"best at τ = 0.2: {best}; its MaxBoxAcc on medium objects "
                                                       f"{maxbox:.3f}")
 
 

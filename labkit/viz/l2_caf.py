@@ -418,8 +418,8 @@ def localization_result_table(results: dict, size: str = "all") -> tables.Result
     return tables.result_table(rows, {"network": "network", "method": "method", **SUMMARY_COLUMNS},
                                title=f"Localization of the test images, {size} objects (mean ± std over seeds)",
                                note="A box is correct at IoU ≥ 0.5; MaxBoxAcc takes the best τ on the test set "
-                                    "itself (median τ over seeds). Top-1 localization also needs the right class. "
-                                    "Time: the batched run, per image.")
+                                    "itself (the τ shown maximises the mean over seeds). Top-1 localization also "
+                                    "needs the right class. Time: the batched run, per image.")
 
 
 def ablation_result_table(results: dict) -> tables.ResultTable:

@@ -122,3 +122,14 @@ def test_claims_cover_the_spec_outcomes(results):
     one_seed = [c for c in claims if c.status not in ("reported", "not measured") and not c.name.startswith("6")]
     assert all(c.status == "inconclusive" for c in one_seed)  # one training seed gives no interval
     assert "timing repeats" in next(c for c in claims if c.name.startswith("6a")).noise
+
+
+def test_the_retrieval_net_fine_tunes_the_seeds_classifier_which_training_reproduces(sets):
+    first, _ = runs.train_net("cam", sets, seed=3, steps=4, batch_size=8, widths=(4, 4, 8, 8))
+    again, _ = runs.train_net("cam", sets, seed=3, steps=4, batch_size=8, widths=(4, 4, 8, 8))
+    for name, value in first.state_dict().items():
+        assert torch.equal(value, again.state_dict()[name]), name  # so the retrieval net's start is the cam net
+    net, history = runs.train_net("retrieval", sets, seed=3, steps=8, batch_size=8, widths=(4, 4, 8, 8))
+    assert history["pretraining loss"]["step"][-1] == 7 and history["loss"]["step"][-1] == 1  # 8 then 8 // 4 steps
+    assert not torch.equal(net.trunk[0][0].weight, first.trunk[0][0].weight)  # fine-tuned from it
+    assert net.trunk[0][0].weight.sub(first.trunk[0][0].weight).abs().max() < 0.1
