@@ -84,6 +84,31 @@ def seed_all(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+DEVICES = ("cpu", "cuda")
+
+
+def check_device(device: object) -> str:
+    """Return ``device`` (``"cpu"``, ``"cuda"`` or ``"cuda:N"``) when this machine has it; otherwise
+    a ValueError naming the parameter and the allowed values. Every chapter's config checks its
+    ``device`` field with this before any work starts."""
+    if not isinstance(device, str):
+        raise ValueError(f"device={device!r} is not valid; choose one of: 'cpu', 'cuda', 'cuda:N'")
+    kind, _, index = device.partition(":")
+    check_choice("device", kind, DEVICES)
+    if index and not index.isdecimal():
+        raise ValueError(f"device={device!r} is not valid; choose one of: 'cpu', 'cuda', 'cuda:N'")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} is not available: this machine has no CUDA device "
+                         "(torch.cuda.is_available() is False); use device='cpu'")
+    return device
+
+
+def workers_for(device: str, workers: int) -> int:
+    """The worker processes a chapter's runs use on ``device``: on CUDA the runs share one GPU from
+    this process (1); on the CPU, ``workers`` (0 = one per core)."""
+    return 1 if device.startswith("cuda") else workers
+
+
 def pick_device(prefer: str | None = None) -> torch.device:
     """CUDA when present (or when ``prefer``/``LABKIT_DEVICE`` says so), else CPU."""
     prefer = prefer or os.environ.get("LABKIT_DEVICE")

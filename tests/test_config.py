@@ -71,3 +71,24 @@ def test_pick_device(monkeypatch):
     assert pick_device("cpu").type == "cpu"
     with pytest.raises(ValueError, match="device='tpu'"):
         pick_device("tpu")
+
+
+def test_check_device_accepts_the_cpu_and_names_the_allowed_values():
+    from labkit.config import check_device, workers_for
+
+    assert check_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="device='tpu' is not valid; choose one of: 'cpu', 'cuda'"):
+        check_device("tpu")
+    with pytest.raises(ValueError, match="device='cuda:x' is not valid"):
+        check_device("cuda:x")
+    with pytest.raises(ValueError, match="device=3 is not valid"):
+        check_device(3)
+    assert workers_for("cpu", 0) == 0 and workers_for("cuda:0", 4) == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_check_device_refuses_cuda_on_a_machine_without_it():
+    from labkit.config import check_device
+
+    with pytest.raises(ValueError, match="device='cuda' is not available.*use device='cpu'"):
+        check_device("cuda")
