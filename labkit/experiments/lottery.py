@@ -24,7 +24,7 @@ import numpy as np
 import scipy.stats
 
 from labkit.cache import artifact, cached_runs
-from labkit.config import check_choice
+from labkit.config import check_choice, check_device
 from labkit.config import from_budget as _from_budget
 from labkit.experiments import lottery_runs as runs
 from labkit.methods import lottery
@@ -43,6 +43,7 @@ class LotteryConfig:
     seed: int = 0
     num_seeds: int = 1  # training seeds of the headline comparisons (seed, seed + 1, ...)
     workers: int = 0  # 0: one process per core
+    device: str = "cpu"  # "cuda" on a GPU machine (the runs then go in this process)
     # scenes: COCO's size buckets scaled to the image area
     image_size: int = 96
     contrast: float = 0.25
@@ -97,6 +98,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
 def from_budget(budget: str = "quick", **overrides: Any) -> LotteryConfig:
     cfg = _from_budget(LotteryConfig, budget, BUDGETS, **overrides)
     check_choice("optimizer", cfg.optimizer, ("sgd", "adamw"))
+    check_device(cfg.device)
     if not isinstance(cfg.num_seeds, int) or cfg.num_seeds < 1:
         raise ValueError(f"num_seeds={cfg.num_seeds!r} is not valid; it must be an int >= 1")
     for name in ("sparsities", "layerwise_sparsities", "transfer_sparsities"):
