@@ -12,7 +12,7 @@ setup: $(STAMP) node_modules/.package-lock.json /usr/bin/chromium
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[book,lab,test]'
+	$(PY) -m pip install --quiet -e '.[book,lab,test,cluster]'
 	touch $@
 
 node_modules/.package-lock.json: package.json package-lock.json

@@ -2,12 +2,14 @@
 
     labkit list
     labkit run 03-svmax [--budget quick|full] [-p NAME VALUE]...
-    labkit book [--budget quick|full] [--force]
+    labkit book [--budget quick|full] [--force] [--workers N]
 
 ``labkit book`` renders each chapter from its committed full-budget reproduction when that is up to
 date with the chapter's source, else from a quick run (executed if needed) with a banner saying so.
 ``--budget quick`` renders every chapter's quick run; ``--budget full`` first re-runs the stale
 reproductions at the full budget (20 minutes a chapter) and commits them to ``results/full/``.
+``--workers N`` runs N chapters side by side, each in its own process with an equal share of the
+cores for its own runs (``LABKIT_WORKERS``).
 
 Bad input (an unknown chapter, budget or parameter, a wrongly typed value) is a one-line error
 that lists the valid values, printed before any work starts; the exit status is 2.
@@ -37,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="quick: every page from a quick run; full: re-run stale reproductions first "
                            "(default: reproductions, quick where stale)")
     book.add_argument("--force", action="store_true", help="re-execute the quick runs the book uses")
+    book.add_argument("--workers", default="1",
+                      help="chapters run side by side (default 1; 0: one per core), each with an equal "
+                           "share of the cores")
     return parser
 
 
@@ -58,37 +63,84 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quick_runs(slugs: list[str], force: bool) -> dict:
-    executed = {}
+def _quick_runs(slugs: list[str], force: bool, workers: int = 1) -> dict:
+    executed, pending = {}, []
     for slug in slugs:
         chapter = runner.chapters()[slug]
         if force or not runner.is_fresh(chapter, "quick"):
-            print(f"running {slug} at the quick budget ...", flush=True)
-            runner.run_chapter(slug, "quick", command="labkit book")
+            pending.append(slug)
         else:
             print(f"{slug}: quick run is up to date")
         executed[slug] = runner.executed_path(chapter, "quick")
+    _run_chapters([(slug, "quick", "labkit book") for slug in pending], workers)
     return executed
+
+
+def _run_chapters(jobs: list[tuple[str, str, str]], workers: int) -> None:
+    """Run ``(slug, budget, command)`` jobs, ``workers`` chapters at a time (0: one per core).
+
+    Side by side, each chapter runs in a process of its own (``run_chapter`` sets environment
+    variables for its kernel) and gets ``cores // workers`` worker processes for its runs. Every
+    chapter runs to its end; the first failure is raised once all have finished.
+    """
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import multiprocessing
+
+    from .parallel import available_workers
+
+    side_by_side = min(workers or available_workers(), len(jobs))
+    for slug, budget, _ in jobs:
+        print(f"running {slug} at the {budget} budget ...", flush=True)
+    if side_by_side <= 1:
+        for slug, budget, command in jobs:
+            runner.run_chapter(slug, budget, command=command)
+        return
+    share = max(1, available_workers() // side_by_side)
+    context = multiprocessing.get_context("spawn")
+    failures = []
+    with ProcessPoolExecutor(side_by_side, mp_context=context, initializer=_chapter_process,
+                             initargs=(share, runner.NOTEBOOKS_DIR, runner.BUILD_DIR, runner.RESULTS_DIR)) as pool:
+        futures = {pool.submit(runner.run_chapter, slug, budget, command=command): slug
+                   for slug, budget, command in jobs}
+        for future in as_completed(futures):
+            try:
+                future.result()
+                print(f"{futures[future]}: done", flush=True)
+            except runner.ChapterFailed as error:
+                print(f"labkit: {error}", file=sys.stderr, flush=True)
+                failures.append(error)
+    if failures:
+        raise failures[0]
+
+
+def _chapter_process(cores: int, notebooks_dir, build_dir, results_dir) -> None:
+    """A side-by-side chapter's process: its share of the cores, and the parent's folders."""
+    import os
+
+    os.environ["LABKIT_WORKERS"] = str(cores)
+    runner.NOTEBOOKS_DIR, runner.BUILD_DIR, runner.RESULTS_DIR = notebooks_dir, build_dir, results_dir
 
 
 def _book(args: argparse.Namespace) -> int:
     from .book import build_book
+    from .parallel import check_workers
 
     if args.budget is not None:
         check_choice("budget", args.budget, ("quick", "full"))
+    workers = check_workers(runner.parse_value(args.workers), "--workers")
     chapters = runner.chapters()
     reps = {slug: reproductions.reproduction(slug, ch.path, runner.RESULTS_DIR) for slug, ch in chapters.items()}
     if args.budget == "full":
-        for slug in reproductions.stale_chapters(reps):
-            print(f"reproducing {slug} at the full budget ...", flush=True)
-            runner.run_chapter(slug, "full", command=f"labkit run {slug} --budget full")
+        stale = reproductions.stale_chapters(reps)
+        _run_chapters([(slug, "full", f"labkit run {slug} --budget full") for slug in stale], workers)
+        for slug in stale:
             reps[slug] = reproductions.reproduction(slug, chapters[slug].path, runner.RESULTS_DIR)
     if args.budget == "quick":
-        pages = _quick_runs(list(chapters), args.force)
+        pages = _quick_runs(list(chapters), args.force, workers)
     else:
         for slug, rep in reps.items():
             print(f"{slug}: {'full-budget reproduction' if rep.fresh else 'quick run, since ' + rep.why_stale()}")
-        quick = _quick_runs(reproductions.stale_chapters(reps), args.force)
+        quick = _quick_runs(reproductions.stale_chapters(reps), args.force, workers)
         pages = reproductions.book_pages(quick, reps)
     index = build_book(pages, budget=args.budget or "quick", repo_root=runner.REPO_ROOT)
     print(f"book built: {index}")

@@ -12,6 +12,9 @@ their memory. On Linux the kernel signals each worker when its parent exits
 (``prctl(PR_SET_PDEATHSIG)``); everywhere, a thread in each worker also watches the parent
 (``multiprocessing.parent_process()``'s sentinel and ``os.getppid()``, every 0.5 s). A worker caught
 inside a run unwinds it first (so ``cache.save_atomic`` removes its temporary file), then exits.
+
+``LABKIT_EXECUTOR=dask:<scheduler address>`` sends the runs to a Dask cluster instead
+(``labkit.cluster``), with the same one-thread rule, so the results are the same.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Mapping, Sequence
 
@@ -148,20 +152,28 @@ def map_runs(fn: Callable[..., Any], runs: Sequence[Mapping[str, Any]], workers:
     """``[fn(**kwargs) for kwargs in runs]``, over ``workers`` processes (0: one per core).
 
     ``fn`` must be importable (defined in a module, not a notebook). With one worker, or one run,
-    everything runs here, single-threaded like the workers, so the numbers are the same.
+    everything runs here, single-threaded like the workers, so the numbers are the same. With
+    ``LABKIT_EXECUTOR=dask:<address>`` the runs go to that Dask cluster (``labkit.cluster``) unless
+    ``workers`` is 1, which always means this process (a chapter on CUDA asks for that).
     """
+    from . import cluster
     from .train import progress_bar
 
     workers = check_workers(workers)
+    address = cluster.executor_address()
     if not runs:
         return []
-    workers = workers or available_workers()
     bar = progress_bar(len(runs), desc or f"{getattr(fn, '__name__', 'runs')} ({len(runs)} runs)")
     try:
+        jobs = [(fn, dict(kwargs)) for kwargs in runs]
+        if address is not None and workers != 1:
+            return [_tick(bar, result) for result in cluster.map_on_cluster(address, _call_one_thread, jobs)]
+        workers = workers or available_workers()
         if workers <= 1 or len(runs) <= 1:
-            return [_tick(bar, fn(**kwargs)) for kwargs in _single_threaded(runs)]
+            with one_thread():
+                return [_tick(bar, fn(**kwargs)) for _, kwargs in jobs]
         pool = _pool(min(workers, len(runs)) if _POOL is None else max(_POOL_SIZE, min(workers, len(runs))))
-        return [_tick(bar, result) for result in pool.map(_call, [(fn, dict(kwargs)) for kwargs in runs])]
+        return [_tick(bar, result) for result in pool.map(_call, jobs)]
     finally:
         if bar is not None:
             bar.close()
@@ -173,8 +185,9 @@ def _tick(bar, result: Any) -> Any:
     return result
 
 
-def _single_threaded(runs: Sequence[Mapping[str, Any]]):
-    """Yield the runs with torch and BLAS limited to one thread, as in the workers, so numbers match."""
+@contextmanager
+def one_thread():
+    """Limit torch and BLAS to one thread, as in the workers, so the numbers match theirs."""
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -182,9 +195,16 @@ def _single_threaded(runs: Sequence[Mapping[str, Any]]):
     torch.set_num_threads(1)
     try:
         with threadpool_limits(1, user_api="blas"):
-            yield from runs
+            yield
     finally:
         torch.set_num_threads(threads)
+
+
+def _call_one_thread(job: tuple[Callable[..., Any], dict[str, Any]]) -> Any:
+    """One run on a cluster worker, limited to one thread as in the local pool."""
+    fn, kwargs = job
+    with one_thread():
+        return fn(**kwargs)
 
 
 def _call(job: tuple[Callable[..., Any], dict[str, Any]]) -> Any:

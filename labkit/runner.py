@@ -38,7 +38,10 @@ class ChapterFailed(RuntimeError):
 
     def __init__(self, chapter: str, executed: Path, reason: str):
         super().__init__(f"chapter {chapter} failed: {reason}\nexecuted notebook kept at {executed}")
-        self.chapter, self.executed = chapter, executed
+        self.chapter, self.executed, self.reason = chapter, executed, reason
+
+    def __reduce__(self):  # it crosses processes when ``labkit book --workers N`` runs chapters side by side
+        return ChapterFailed, (self.chapter, self.executed, self.reason)
 
 
 @dataclass(frozen=True)

@@ -74,3 +74,19 @@ def test_failed_run_keeps_its_notebook(tiny, capsys):
     nb = json.loads(kept.read_text())
     assert any(o.get("ename") == "AssertionError" for c in nb["cells"] for o in c.get("outputs", []))
     assert not runner.is_fresh(runner.find_chapter("00-tiny"), "quick", {"fail": True})
+
+
+def test_book_workers_run_chapters_side_by_side_and_report_a_failure_after_all_ran(tiny, capsys):
+    """``labkit book --workers 2`` runs chapters in processes of their own, with the parent's
+    folders; one chapter failing does not stop the other, and its failure is what is raised."""
+    nb = nbformat.read(tiny / "notebooks" / "00-tiny.ipynb", as_version=4)
+    nb.cells[1].source = nb.cells[1].source.replace("fail = False", "fail = True")
+    nbformat.write(nb, tiny / "notebooks" / "01-failing.ipynb")
+    with pytest.raises(runner.ChapterFailed, match="chapter 01-failing failed") as error:
+        cli._run_chapters([("00-tiny", "quick", "labkit book"), ("01-failing", "quick", "labkit book")], 2)
+    assert error.value.executed == tiny / "build" / "quick" / "01-failing.ipynb" and error.value.executed.exists()
+    record = json.loads((tiny / "build" / "quick" / "00-tiny.claims.json").read_text())
+    assert record["claims"][0]["measured"] == 1.5
+    assert "00-tiny: done" in capsys.readouterr().out
+    assert cli.main(["book", "--workers", "-1"]) == 2
+    assert "--workers=-1 is not valid" in capsys.readouterr().err
