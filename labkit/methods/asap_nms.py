@@ -48,6 +48,9 @@ synthetic (``labkit.nms.synthetic_proposals``) or come from chapter 05's tiny RP
 written at three levels (``impl``: numba, torch, python) to be timed against greedy NMS at the same
 level. Conventions (boxes, no +1, strict ``>``, stable sort, float64 IoU) are ``labkit.nms``'s.
 
+**On a torchvision detector**: ``labkit.methods.asap_nms_rpn`` (one LUT per FPN level inside an
+unmodified ``RegionProposalNetwork``).
+
 **Implementation (numba), not method.** G keeps only live proposals ranked below the current one
 (a kept or suppressed proposal's entry is reset to $-1$), so gathering $J_i$ is one load and a
 branch-free append per LUT entry, with no rank or suppression test; lookups use unsigned offsets

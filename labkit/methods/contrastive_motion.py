@@ -195,7 +195,8 @@ def prediction_loss(net: HierarchicalMotionNet, out: dict, level: int, num_ancho
     check_choice("negatives", negatives, NEGATIVES)
     prediction, target = net.predictions(out, level, stop_gradient)
     b, steps, dim, h, w = prediction.shape
-    anchors = sample_anchors(b, steps, h * w, num_anchors, first_step=min(level - 1, steps - 1), generator=generator)
+    anchors = sample_anchors(b, steps, h * w, num_anchors, first_step=min(level - 1, steps - 1),
+                             generator=generator).to(prediction.device)  # drawn on the CPU: the same anchors on any device
     flat = lambda x: x.permute(0, 1, 3, 4, 2).reshape(b, steps, h * w, dim)  # noqa: E731
     chosen_p = flat(prediction)[anchors[:, 0], anchors[:, 1], anchors[:, 2]]
     chosen_t = flat(target)[anchors[:, 0], anchors[:, 1], anchors[:, 2]]

@@ -51,6 +51,12 @@ optional extra of the spec, is not run). No $1/\sqrt{d}$ scaling inside the soft
 temperature sweep (not run in this chapter). ``r1_penalty`` returns the unweighted mean
 $\|\nabla_x D(x)\|^2$; its weight (StyleGAN2 uses $\gamma/2$) belongs to the experiment. At our
 scale the nets are small CNNs on 16²–32² images.
+
+**On your own discriminator.** ``dual_contrastive_losses(D, real, fake)`` takes any ``nn.Module``
+that maps images (N, c, H, W) to logits (N,) or (N, 1) (a torchvision ``resnet18(num_classes=1)``,
+say) and equal-sized real and fake batches, and returns (D loss, G loss) on D's logits; detach
+``fake`` for the D step, as with any GAN loss. ``discriminator_logits(D, images)`` gives the (N,)
+logits alone (for ``r1_penalty``).
 """
 from __future__ import annotations
 
@@ -63,6 +69,7 @@ from labkit.config import check_positive_float, check_positive_int
 __all__ = [
     "contrastive_term", "dual_contrastive_d_loss", "dual_contrastive_g_loss",
     "nonsaturating_d_loss", "nonsaturating_g_loss", "hinge_d_loss", "hinge_g_loss", "GAN_LOSSES",
+    "discriminator_logits", "dual_contrastive_losses",
     "r1_penalty", "SelfAttention2d", "ReferenceAttention2d", "ReferenceDiscriminator",
 ]
 
@@ -119,6 +126,49 @@ def dual_contrastive_g_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor
     # Eq. (3): each fake must beat every real. Eq. (4): each real's negated logit beats all fakes'.
     return (contrastive_term(fake_logits, real_logits, temperature=temperature)
             + contrastive_term(-real_logits, -fake_logits, temperature=temperature))
+
+
+def _check_image_batch(name: str, images: object) -> torch.Tensor:
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point() or not len(images):
+        what = (f"a {images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor)
+                else type(images).__name__)
+        raise ValueError(f"{name} must be a non-empty float image batch (N, c, H, W); got {what}")
+    return images
+
+
+def discriminator_logits(D: nn.Module, images: torch.Tensor, name: str = "images") -> torch.Tensor:
+    """D's logits (N,) for images (N, c, H, W); D may return (N,) or (N, 1), anything else is refused."""
+    if not callable(D):
+        raise TypeError(f"D must be an nn.Module (or callable) mapping images to logits; got {type(D).__name__}")
+    _check_image_batch(name, images)
+    logits = D(images)
+    if isinstance(logits, torch.Tensor) and logits.ndim == 2 and logits.shape[1] == 1:
+        logits = logits.squeeze(1)  # (N, 1), e.g. a classifier built with one output
+    if not isinstance(logits, torch.Tensor) or logits.shape != (len(images),):
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"D must map {name} {tuple(images.shape)} to logits of shape ({len(images)},) or "
+                         f"({len(images)}, 1); got {got}")
+    return logits
+
+
+def dual_contrastive_losses(D: nn.Module, real: torch.Tensor, fake: torch.Tensor, *,
+                            temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(D loss, G loss), Eqs. (1)-(4), 0-d each, for any discriminator ``D`` on images.
+
+    ``real`` and ``fake``: (N, c, H, W) batches of the same size N, in whatever range and
+    normalisation D expects. D runs once on each batch (separately, so a BatchNorm in D sees reals
+    and fakes apart); the losses are ``dual_contrastive_d_loss`` and ``dual_contrastive_g_loss`` on
+    those logits. Both carry gradients into D and, through ``fake``, into G: pass ``fake.detach()``
+    for the D step and step only G's optimizer with the G loss.
+    """
+    _check_image_batch("real", real)
+    _check_image_batch("fake", fake)
+    if len(real) != len(fake):
+        raise ValueError(f"real holds {len(real)} images and fake {len(fake)}; the dual contrastive loss "
+                         "keeps real and fake counts equal")
+    real_logits, fake_logits = discriminator_logits(D, real, "real"), discriminator_logits(D, fake, "fake")
+    return (dual_contrastive_d_loss(real_logits, fake_logits, temperature=temperature),
+            dual_contrastive_g_loss(real_logits, fake_logits, temperature=temperature))
 
 
 def _check_baseline(real_logits: torch.Tensor | None, fake_logits: torch.Tensor, need_real: bool) -> None:

@@ -50,9 +50,19 @@ MLP of width 64 at the full learning rate (the code: 8 layers of 512 at lr × 0.
 convs at 4², 8², 16² with nearest upsampling and a 1×1 toRGB, 32 channels; no per-pixel noise
 inputs (so $G$ is a function of $(z, c)$ and baking stays exact), no path-length regularizer. D
 and F are ``labkit.models.toy_gan``'s discriminator (F with a wider last layer).
+
+**As a drop-in layer in your own network.** ``fingerprint_convs(net, ["layer1.0.conv1"], d_c)``
+swaps named ``nn.Conv2d``s of any network (a torchvision resnet, your generator) in place for
+``FingerprintedConv2d``s: the same weights, stride, padding and dilation, modulated by Eq. (1)–(3).
+``set_fingerprint(net, c)`` gives every swapped layer the bits ``c (n, d_c)`` (or ``(1, d_c)`` for
+the whole batch), after which the unmodified ``net(x)`` runs; ``bake_fingerprint(net, c)`` returns
+a copy with plain ``nn.Conv2d``s in their place. Each drop-in's affine maps the bits straight to its
+styles (no shared mapping MLP $E_c$), and, Eq. (3) normalising every filter, a swapped layer is not
+the original conv's function: train or fine-tune the network with it, as the paper trains G.
 """
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 
@@ -64,7 +74,7 @@ from labkit.config import check_choice, check_positive_int, check_range
 from labkit.models.toy_gan import ImageDiscriminator
 
 __all__ = ["EMBEDDINGS", "LOSS_WEIGHTS", "RESOLUTIONS", "ModulatedConv2d", "FingerprintedGenerator",
-           "BakedGenerator", "bake", "FingerprintDecoder", "sample_fingerprints", "check_fingerprints",
+           "BakedGenerator", "bake", "FingerprintedConv2d", "fingerprint_convs", "set_fingerprint", "bake_fingerprint", "FingerprintDecoder", "sample_fingerprints", "check_fingerprints",
            "null_match_probability",
            "generator_losses", "discriminator_loss", "decode_bits", "bit_accuracy", "detection_threshold",
            "detect", "attribute", "hamming_distances"]
@@ -100,13 +110,14 @@ class ModulatedConv2d(nn.Module):
     """A conv whose input channels are scaled by a style, Eq. (1)–(3), in the non-fused form.
 
     ``forward(x (n, in, h, w), w (n, style_dim))`` → ``(n, out, h, w)``. With ``modulated=False``
-    it is a plain conv (``w`` ignored): the layers outside the modulated resolutions.
+    it is a plain conv (``w`` ignored): the layers outside the modulated resolutions. Stride 1 and
+    "same" padding unless built by ``from_conv``; ``bias`` is None only then, for a conv without one.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, style_dim: int,
                  demodulate: bool = True, modulated: bool = True):
         super().__init__()
-        self.padding = kernel_size // 2
+        self.padding, self.stride, self.dilation = kernel_size // 2, 1, 1
         self.demodulate, self.modulated = bool(demodulate), bool(modulated)
         fan_in = in_channels * kernel_size ** 2
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size) / math.sqrt(fan_in))
@@ -116,6 +127,26 @@ class ModulatedConv2d(nn.Module):
         if self.affine is not None:
             nn.init.normal_(self.affine.weight, 0.0, 1.0 / math.sqrt(style_dim))
             nn.init.zeros_(self.affine.bias)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, style_dim: int, demodulate: bool = True) -> "ModulatedConv2d":
+        """A modulated copy of ``conv``: its weight, bias (or none), stride, padding and dilation; a
+        fresh ``affine`` from ``style_dim``. Only ``groups=1`` and zero padding are supported."""
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"conv must be an nn.Conv2d; got {type(conv).__name__}")
+        if conv.groups != 1 or conv.padding_mode != "zeros":
+            raise ValueError(f"conv must have groups=1 and padding_mode='zeros' to be modulated; got "
+                             f"groups={conv.groups}, padding_mode={conv.padding_mode!r}")
+        out_channels, in_channels, kh, kw = conv.weight.shape
+        layer = cls(in_channels, out_channels, kh, check_positive_int("style_dim", style_dim), demodulate)
+        layer.to(device=conv.weight.device, dtype=conv.weight.dtype)
+        layer.weight = nn.Parameter(conv.weight.detach().clone())  # (out, in, kh, kw): any kernel shape
+        layer.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone())
+        layer.stride, layer.padding, layer.dilation = conv.stride, conv.padding, conv.dilation
+        return layer
+
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
 
     def styles(self, w: torch.Tensor) -> torch.Tensor:
         """Eq. (1): ``s = A(w) + 1``, ``(n, in)``."""
@@ -127,12 +158,12 @@ class ModulatedConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
         if not self.modulated:
-            return F.conv2d(x, self.weight, self.bias, padding=self.padding)
+            return self._conv(x, self.weight, self.bias)
         s = self.styles(w)  # (n, in)
-        y = F.conv2d(x * s[:, :, None, None], self.weight, padding=self.padding)  # one shared conv
+        y = self._conv(x * s[:, :, None, None], self.weight, None)  # one shared conv
         if self.demodulate:
             y = y * self._demodulation(s)[:, :, None, None]
-        return y + self.bias[None, :, None, None]
+        return y if self.bias is None else y + self.bias[None, :, None, None]
 
     def folded_weight(self, w: torch.Tensor) -> torch.Tensor:
         """Eq. (2)–(3) for one style ``w (1, style_dim)``: the plain conv weight ``(out, in, k, k)``."""
@@ -260,6 +291,87 @@ def bake(G: FingerprintedGenerator, c: torch.Tensor) -> BakedGenerator:
     convs = [(conv.folded_weight(w).clone(), conv.bias.clone()) for conv in G.convs]
     to_rgb = (G.to_rgb.folded_weight(w).clone(), G.to_rgb.bias.clone())
     return BakedGenerator(stem, convs, to_rgb, G.width).eval()
+
+
+class FingerprintedConv2d(nn.Module):
+    """A drop-in for ``conv``: ``forward(x (n, in, h, w))`` → ``(n, out, h', w')`` as the conv gives,
+    modulated (Eq. 1–3, ``w = c``) by the bits set with ``set_fingerprint(c)``. ``self.conv`` is the
+    ``ModulatedConv2d`` (``affine``: ``fingerprint_dim`` → ``in`` styles)."""
+
+    def __init__(self, conv: nn.Conv2d, fingerprint_dim: int, demodulate: bool = True):
+        super().__init__()
+        self.fingerprint_dim = check_positive_int("fingerprint_dim", fingerprint_dim)
+        self.conv = ModulatedConv2d.from_conv(conv, self.fingerprint_dim, demodulate)
+        self.fingerprint: torch.Tensor | None = None  # an input, not state: kept out of the state_dict
+
+    def set_fingerprint(self, c: torch.Tensor) -> None:
+        """Bits ``c (n, fingerprint_dim)``, one row per image of the next batches, or ``(1, d_c)`` for all."""
+        self.fingerprint = check_fingerprints(c, self.fingerprint_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fingerprint is None:
+            raise RuntimeError("no fingerprint is set: call set_fingerprint(net, c) before net(x)")
+        if len(self.fingerprint) not in (1, len(x)):
+            raise ValueError(f"the fingerprint set has {len(self.fingerprint)} rows but x holds {len(x)} images; "
+                             "set one row per image or a single row for the whole batch")
+        return self.conv(x, self.fingerprint.to(self.conv.weight))
+
+    @torch.no_grad()
+    def to_conv(self, c: torch.Tensor) -> nn.Conv2d:
+        """The plain ``nn.Conv2d`` this layer is for one fingerprint ``c`` ``(d_c,)`` or ``(1, d_c)``."""
+        c = check_fingerprints(c.reshape(1, -1) if isinstance(c, torch.Tensor) else c, self.fingerprint_dim)
+        m = self.conv
+        weight = m.folded_weight(c.to(m.weight))  # Eq. (2)-(3): (out, in, kh, kw)
+        conv = nn.Conv2d(weight.shape[1], weight.shape[0], tuple(weight.shape[2:]), stride=m.stride,
+                         padding=m.padding, dilation=m.dilation, bias=m.bias is not None,
+                         device=weight.device, dtype=weight.dtype)
+        conv.weight.copy_(weight)
+        if m.bias is not None:
+            conv.bias.copy_(m.bias)
+        return conv
+
+
+def fingerprint_convs(net: nn.Module, names, fingerprint_dim: int,
+                      demodulate: bool = True) -> list[FingerprintedConv2d]:
+    """Swap the ``nn.Conv2d``s at ``names`` (as in ``net.named_modules()``) for ``FingerprintedConv2d``s,
+    in place; returns the new layers (their ``conv.affine`` is what a fingerprint trains)."""
+    names = [names] if isinstance(names, str) else list(names)
+    convs = {name for name, module in net.named_modules() if isinstance(module, nn.Conv2d)}
+    for name in names:
+        if name not in convs:
+            raise ValueError(f"names entry {name!r} is not an nn.Conv2d of net; choose from {sorted(convs)[:8]}"
+                             f"{' ...' if len(convs) > 8 else ''}")
+    layers = []
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        layer = FingerprintedConv2d(net.get_submodule(name), fingerprint_dim, demodulate)
+        setattr(net.get_submodule(parent) if parent else net, child, layer)
+        layers.append(layer)
+    return layers
+
+
+def _fingerprinted_layers(net: nn.Module) -> list[tuple[str, FingerprintedConv2d]]:
+    layers = [(n, m) for n, m in net.named_modules() if isinstance(m, FingerprintedConv2d)]
+    if not layers:
+        raise ValueError("net has no FingerprintedConv2d; swap some convs in with fingerprint_convs first")
+    return layers
+
+
+def set_fingerprint(net: nn.Module, c: torch.Tensor) -> None:
+    """Give every ``FingerprintedConv2d`` in ``net`` the bits ``c`` (n or 1, d_c) for the next ``net(x)``."""
+    for _, layer in _fingerprinted_layers(net):
+        layer.set_fingerprint(c)
+
+
+@torch.no_grad()
+def bake_fingerprint(net: nn.Module, c: torch.Tensor) -> nn.Module:
+    """A copy of ``net`` with every ``FingerprintedConv2d`` folded, for one ``c`` (d_c,) or (1, d_c),
+    into a plain ``nn.Conv2d``: an ordinary network whose ``forward(x)`` equals ``net``'s under ``c``."""
+    baked = copy.deepcopy(net)
+    for name, layer in _fingerprinted_layers(baked):
+        parent, _, child = name.rpartition(".")
+        setattr(baked.get_submodule(parent) if parent else baked, child, layer.to_conv(c))
+    return baked
 
 
 class FingerprintDecoder(nn.Module):

@@ -365,11 +365,17 @@ def task_targeted_loss(task_model: nn.Module, corrector: nn.Module, clean: torch
                        pixel_weight: float = 0.0, target: str = "logits") -> torch.Tensor:
     """Eq. (5), a 0-d loss: mean L1 between f(clean) (no_grad) and f(clamp(C(compressed, tables), 0, 1)).
 
-    ``clean``, ``compressed``: (n, c, H, W); ``quality_tables``: (n, 128) from ``table_features`` or
-    None. ``target``: "logits" (f = task_model), "features" (f = task_model.features, a method the
-    task model must expose) or "probabilities" (KL(softmax target ‖ softmax prediction), batch mean,
-    instead of L1). ``pixel_weight`` λ adds λ · L1(corrected, clean). The task model must be frozen
-    (eval mode, no parameter requiring grad); gradients still flow through it into the corrector.
+    ``clean``, ``compressed``: float (n, 3, H, W) in [0, 1], the same shape (``compressed`` from
+    ``jpeg_roundtrip``, say); any H, W: the codec pads to whole 8×8 blocks itself, so only the two
+    networks must accept the size. ``quality_tables``: (n, 128) from ``table_features`` or None.
+    ``corrector(compressed, quality_tables)`` returns (n, 3, H, W); an image-only module ``net`` fits
+    as ``lambda images, tables: net(images)``. ``task_model`` is any classifier or other network
+    (an unmodified torchvision ``resnet18`` works) fed [0, 1] images: put its input normalisation
+    inside it (``nn.Sequential(Normalize(mean, std), net)``). ``target``: "logits" (f = task_model),
+    "features" (f = task_model.features, a method the task model must expose) or "probabilities"
+    (KL(softmax target ‖ softmax prediction), batch mean, instead of L1). ``pixel_weight`` λ adds
+    λ · L1(corrected, clean). The task model must be frozen (``.eval().requires_grad_(False)``);
+    gradients still flow through it into the corrector.
     """
     check_choice("target", target, TTAC_TARGETS)
     check_range("pixel_weight", float(pixel_weight), 0.0)
@@ -377,6 +383,10 @@ def task_targeted_loss(task_model: nn.Module, corrector: nn.Module, clean: torch
         raise ValueError("task_model must be frozen: call .eval() and requires_grad_(False)")
     if target == "features" and not callable(getattr(task_model, "features", None)):
         raise ValueError("target='features' needs task_model.features(x); this task model has no such method")
+    for name, x in (("clean", clean), ("compressed", compressed)):
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape != clean.shape or not x.is_floating_point():
+            raise ValueError(f"clean and compressed must be float images (n, c, H, W) of one shape; {name} is "
+                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
     with torch.no_grad():
         wanted = _task_output(task_model, clean, target)
     corrected = corrector(compressed, quality_tables).clamp(0, 1)

@@ -33,7 +33,15 @@ only decide what is re-initialised.
 | $F_l$, $W$, $B$ | conv/linear `weight` and `bias` parameters |
 | $F_l^r$ | `fresh`, drawn from `RESET_DISTRIBUTIONS[distribution]` |
 | $\lceil s_rC\rceil$ | `slim_width(C, split_rate)` |
-| $H^\triangle_G$ (slim net) | `extract_slim(dense, slim, split_rate)` |
+| $H^\triangle_G$ (slim net) | `extract_slim(dense, slim, split_rate)`, or `slim_copy(dense, split_rate)` |
+
+**On your own model.** Every function takes any ``nn.Module`` tree of ``groups=1`` ``Conv2d``,
+``Linear`` and BatchNorm layers, an unmodified torchvision ResNet (BasicBlock or Bottleneck)
+included: ``kels_masks`` → ``reinitialize_reset`` each generation → ``slim_copy`` for the slim
+net, which needs no width multiplier in the constructor. The model must register its layers in
+forward order (the first conv keeps its input channels, the last Linear its classes), its
+classifier must read pooled channels (not a flattened map), and every residual sum must add
+tensors of equal width, so that the shared "first channels" rule lines them up.
 
 **Deviations at this scale.** Mini-ResNet and 3-conv plain nets (``labkit.models.small_cnn``)
 instead of ResNet18/VGG11; no concatenating architectures, so no per-segment masks. The first
@@ -43,6 +51,7 @@ code, so grey-scale inputs work. Masks live in a dict beside the model instead o
 """
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 
@@ -54,7 +63,7 @@ from labkit.models.small_cnn import scaled_width
 
 __all__ = [
     "check_split_rate", "slim_width", "split_layers", "kels_masks", "wels_masks", "MASK_KINDS",
-    "split_masks", "RESET_DISTRIBUTIONS", "reinitialize_reset", "extract_slim",
+    "split_masks", "RESET_DISTRIBUTIONS", "reinitialize_reset", "extract_slim", "slim_copy",
     "mean_abs_weight_blocks", "kernel_magnitude",
 ]
 
@@ -77,6 +86,9 @@ def slim_width(width: int, split_rate: float) -> int:
 
 def split_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The Conv2d and Linear layers of ``model`` as (name, module), in registration order.
+
+    ``model`` is any module tree (a labkit backbone, torchvision's resnet18/resnet50, ...) whose
+    convs have ``groups=1``; its Conv2d weights are ``(C_o, C_i, k, k)``, Linear ``(C_o, C_i)``.
 
     The first entry is taken as the first conv (it keeps every input channel) and the last Linear
     as the classifier (it keeps every class output), so register modules in forward order.
@@ -214,7 +226,8 @@ def reinitialize_reset(model: nn.Module, masks: dict[str, torch.Tensor], distrib
 def _check_shape(name: str, what: str, got, expected, split_rate: float) -> None:
     if tuple(got) != tuple(expected):
         raise ValueError(f"slim {what} of {name!r} has shape {tuple(got)}, but split_rate={split_rate} "
-                         f"implies {tuple(expected)}; build the slim model with width_multiplier=split_rate")
+                         f"implies {tuple(expected)}; build the slim model with width_multiplier=split_rate "
+                         f"or use slim_copy(dense, split_rate)")
 
 
 @torch.no_grad()
@@ -256,6 +269,51 @@ def extract_slim(dense: nn.Module, slim: nn.Module, split_rate: float) -> nn.Mod
             raise ValueError(f"layer {name!r} ({type(source).__name__}) has parameters that "
                              f"extract_slim does not know how to slice")
     return slim
+
+
+def _resized(tensor: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised tensor of ``shape`` like ``tensor`` (a Parameter stays a Parameter)."""
+    fresh = torch.empty(shape, dtype=tensor.dtype, device=tensor.device)
+    if isinstance(tensor, nn.Parameter):
+        return nn.Parameter(fresh, requires_grad=tensor.requires_grad)
+    return fresh
+
+
+def _narrow(module: nn.Module, shapes: dict[str, tuple[int, ...]], sizes: dict[str, int]) -> None:
+    """Give ``module`` empty tensors of the slim ``shapes`` and the matching size attributes."""
+    for key, shape in shapes.items():
+        if getattr(module, key) is not None:  # bias=False, affine=False, no running statistics
+            setattr(module, key, _resized(getattr(module, key), shape))
+    for key, size in sizes.items():
+        setattr(module, key, size)  # in_channels, out_features, num_features, ...: kept truthful for repr
+
+
+_SIZE_NAMES = {nn.Conv2d: ("out_channels", "in_channels"), nn.Linear: ("out_features", "in_features")}
+
+
+def slim_copy(dense: nn.Module, split_rate: float) -> nn.Module:
+    r"""The KELS slim network $H^\triangle$ of any ``dense`` model, e.g. a torchvision ResNet.
+
+    A deep copy of ``dense`` in which every Conv2d ``(C_o, C_i, k, k)`` becomes ``(ceil(s C_o),
+    ceil(s C_i), k, k)`` (the first conv keeps ``C_i``), the classifier ``(classes, ceil(s C_i))``,
+    and every BatchNorm ``ceil(s C)`` wide; ``extract_slim`` then copies the fit slices into it.
+    Same class, forward, device, dtype and train/eval mode as ``dense``, which is not changed.
+    Inputs and outputs are those of ``dense``: ``(b, C_in, h, w)`` images → ``(b, classes)``.
+    """
+    check_split_rate(split_rate)
+    _, first, classifier = _roles(dense)  # refuses a model without layers or with grouped convs
+    slim = copy.deepcopy(dense)
+    for name, module in slim.named_modules():
+        if isinstance(module, _SPLIT_TYPES):
+            keep_out, keep_in = _block_sizes(module, split_rate, name == first, name == classifier)
+            size_names = _SIZE_NAMES[nn.Conv2d if isinstance(module, nn.Conv2d) else nn.Linear]
+            _narrow(module, {"weight": (keep_out, keep_in, *module.weight.shape[2:]), "bias": (keep_out,)},
+                    dict(zip(size_names, (keep_out, keep_in))))
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            keep = slim_width(module.num_features, split_rate)
+            _narrow(module, dict.fromkeys(("weight", "bias", "running_mean", "running_var"), (keep,)),
+                    {"num_features": keep})
+    return extract_slim(dense, slim, split_rate)
 
 
 def mean_abs_weight_blocks(weight: torch.Tensor, split_rate: float) -> dict[str, float]:

@@ -161,14 +161,17 @@ def optimise_filters(forward: Callable[[torch.Tensor], torch.Tensor], shape: tup
                      constraint: str = "l2", init: str = "normal", optimizer: str = "adam", lr: float = 0.5,
                      max_iters: int = 1000, check_every: int = 50, tolerance: float = 1e-6,
                      generator: torch.Generator | None = None, keep_every: int = 0,
-                     initial: torch.Tensor | None = None) -> dict:
+                     initial: torch.Tensor | None = None, device: torch.device | str | None = None) -> dict:
     """Optimise one filter per image, all at once (see the module docstring).
 
     ``forward(f_hat (b, H, W))`` returns the filtered outputs ``(b, K)``; ``shape`` is ``(b, H, W)``.
     Returns ``filters`` (constrained, ``(b, H, W)``), ``iterations`` ``(b,)`` (when each stopped),
     ``losses`` (per image at every check) and, with ``keep_every``, ``snapshots`` of the filters.
     ``initial`` (raw filters ``shape``; ``(b, 2)`` means for ``"gaussian"``) replaces the ``init``
-    draw; ``parameters`` returns the raw parameters at the end."""
+    draw; ``parameters`` returns the raw parameters at the end. The filters live on ``device``
+    (default: that of ``initial``, else ``reference``, else ``target``, else the CPU), next to the
+    activations ``forward`` multiplies them with; the ``init`` draw is made on the CPU with
+    ``generator`` and moved, so it is the same on every device."""
     check_choice("init", init, ("normal", "ones"))
     check_choice("optimizer", optimizer, OPTIMIZERS)
     check_range("lr", lr, 0.0, low_open=True)
@@ -189,11 +192,11 @@ def optimise_filters(forward: Callable[[torch.Tensor], torch.Tensor], shape: tup
         if gaussian:  # "ones" starts the mean at the centre, "normal" one cell (sd) around it
             raw = (raw if init == "normal" else torch.zeros(param_shape)) + torch.tensor([(height - 1) / 2,
                                                                                           (width - 1) / 2])
-    raw = raw.requires_grad_(True)
+    raw = raw.to(_filter_device(device, initial, reference, target)).requires_grad_(True)
     opt = torch.optim.Adam([raw], lr=lr) if optimizer == "adam" else torch.optim.SGD([raw], lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: max(0.0, 1 - i / max_iters))
-    active = torch.ones(b, dtype=torch.bool)
-    iterations = torch.full((b,), max_iters)
+    active = torch.ones(b, dtype=torch.bool, device=raw.device)
+    iterations = torch.full((b,), max_iters, device=raw.device)
     last_check: torch.Tensor | None = None
     losses: list[list[float]] = []
     snapshots: list[np.ndarray] = []
@@ -204,7 +207,7 @@ def optimise_filters(forward: Callable[[torch.Tensor], torch.Tensor], shape: tup
             now = per_image.detach()
             losses.append(now.tolist())
             if keep_every and step % keep_every == 0:
-                snapshots.append(to_filter(raw.detach()).numpy().copy())
+                snapshots.append(to_filter(raw.detach()).cpu().numpy().copy())
             if last_check is not None:
                 done = active & ((now - last_check).abs() < tolerance)
                 iterations[done] = step
@@ -220,6 +223,12 @@ def optimise_filters(forward: Callable[[torch.Tensor], torch.Tensor], shape: tup
             raw[~active] = kept  # a stopped filter stays where its own rule stopped it
     return {"filters": to_filter(raw.detach()), "parameters": raw.detach(), "iterations": iterations,
             "losses": losses, "snapshots": snapshots}
+
+
+def _filter_device(device, *tensors) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return next((t.device for t in tensors if isinstance(t, torch.Tensor)), torch.device("cpu"))
 
 
 def heatmap(filters: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

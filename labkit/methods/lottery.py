@@ -28,6 +28,12 @@ found on the detection task itself, while tickets transferred from ImageNet lose
 of ``weights`` (from ``prunable_weights``); :math:`m` ``masks`` (name → bool tensor, True = kept);
 :math:`w_{t_r}` ``checkpoint["model"]`` with ``checkpoint["optimizer"]``.
 
+**On a torchvision detector.** Every function takes a plain ``nn.Module`` and name → tensor dicts,
+so an unmodified ``torchvision.models.detection`` model works as it is: ``detector_prunable_weights``
+gives :math:`\mathcal P` (backbone with FPN, RPN conv, RoI box/mask/keypoint heads; the predictors
+stay dense, as in the paper's COCO code), then ``global_magnitude_masks``, ``checkpoint``,
+``rewind`` and ``enforce_masks`` as for any model (``tests/methods/test_lottery_torchvision.py``).
+
 **Ties.** The threshold is taken as "the ``k`` largest by a stable sort", so exactly
 :math:`\lfloor \kappa |\mathcal P| \rfloor` weights survive even when magnitudes tie at the
 threshold (the spec's pitfall); ties are broken by position.
@@ -87,6 +93,30 @@ def prunable_weights(model: nn.Module, modules: Sequence[str] | None = None, *,
             if p.dim() >= 2 and any(under(name, q) for q in prefixes) and not any(under(name, q) for q in exclude)}
 
 
+# The modules of a torchvision two-stage detector (``torchvision.models.detection``: Faster, Mask and
+# Keypoint R-CNN) that the paper's COCO code prunes: the backbone (body and FPN), the RPN and the RoI
+# heads' box, mask and keypoint heads. The RoI predictors (``roi_heads.*_predictor``) lie outside them.
+DETECTOR_MODULES = ("backbone", "rpn", "roi_heads.box_head", "roi_heads.mask_head", "roi_heads.keypoint_head")
+# Left dense as in that code: the RPN's 1x1 objectness and box-delta layers (its predictors).
+DETECTOR_DENSE = ("rpn.head.cls_logits", "rpn.head.bbox_pred")
+
+
+def detector_prunable_weights(model: nn.Module, exclude: Sequence[str] = DETECTOR_DENSE) -> dict[str, nn.Parameter]:
+    r""":math:`\mathcal P` of an unmodified torchvision two-stage detector: the conv and linear weights
+    under those of ``DETECTOR_MODULES`` the model has, minus ``exclude`` (name prefixes; the RPN's
+    predictors by default, ``()`` prunes them too). The RoI predictors, biases and normalisation
+    parameters always stay dense. E.g. ``fasterrcnn_mobilenet_v3_large_fpn(num_classes=3)``:
+    18.9M of its 19.0M parameters are prunable (the box head's fc6 alone holds 12.8M).
+    """
+    names = [name for name, _ in model.named_parameters()]
+    modules = [m for m in DETECTOR_MODULES if any(name.startswith(m + ".") for name in names)]
+    if not {"backbone", "rpn"} <= set(modules):
+        top_level = sorted({name.split(".")[0] for name in names})
+        raise ValueError(f"model is not valid; it must be a torchvision two-stage detector with 'backbone', "
+                         f"'rpn' and 'roi_heads' modules (its modules are {top_level})")
+    return prunable_weights(model, modules, exclude=exclude)
+
+
 def full_masks(weights: Mapping[str, torch.Tensor]) -> Masks:
     """All-True masks: nothing pruned yet."""
     return {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
@@ -104,10 +134,21 @@ def _check_masks(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.
 
 
 def _top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Bool mask of the ``k`` largest ``scores`` (1-D); ties broken by position (stable sort)."""
-    order = torch.sort(scores, descending=True, stable=True).indices
-    mask = torch.zeros_like(scores, dtype=torch.bool)
-    mask[order[:k]] = True
+    """Bool mask of the ``k`` largest ``scores`` (1-D); ties broken by position.
+
+    The same mask as the first ``k`` of a stable descending sort (ties at the ``k``-th value go to
+    the earliest positions), found with one selection, O(n), instead of a sort: a detector's ~19M
+    weights take a fraction of a second instead of several.
+    """
+    n = scores.numel()
+    if k >= n:
+        return torch.ones_like(scores, dtype=torch.bool)
+    if k <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    threshold = torch.kthvalue(scores, n - k + 1).values  # the k-th largest
+    mask = scores > threshold
+    ties = torch.nonzero(scores == threshold).flatten()  # in position order
+    mask[ties[:k - int(mask.sum())]] = True
     return mask
 
 

@@ -64,3 +64,22 @@ def test_a_resnet18_embedding_net_is_explained_class_obliviously():
     assert all(last < first for first, last in zip(out["losses"][0], out["losses"][-1]))
     maps = l2_caf.grad_cam(net, "layer4", x)  # no target: y = ⟨e, sg[e]⟩, the embedding's self-similarity
     assert maps.shape == (2, 3, 3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_filters_follow_the_activations_onto_cuda(classifier):
+    """The filters live next to the activations; the CPU-drawn start makes both devices agree."""
+    x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(5))
+    results = {}
+    for device in ("cpu", "cuda"):
+        net = classifier.to(device)
+        with l2_caf.frozen(net):
+            A = l2_caf.capture(net, "layer4", x.to(device))
+            target = net(x.to(device)).argmax(1)
+            out = l2_caf.optimise_filters(lambda f: _head(net)(A * f[:, None]), (2, 4, 4), "specific",
+                                          target=target, max_iters=20, check_every=5,
+                                          generator=torch.Generator().manual_seed(0))
+        assert out["filters"].device.type == device
+        results[device] = out["filters"].cpu()
+    classifier.to("cpu")
+    torch.testing.assert_close(results["cuda"], results["cpu"], rtol=1e-2, atol=1e-3)
