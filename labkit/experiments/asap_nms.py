@@ -6,6 +6,8 @@ source of their intervals. Timings pin torch to one thread and keep every repeat
 of the speed-up intervals. The detector comparison takes chapter 05's dense detectors (one per
 training seed) from the shared cache (their stages train when the cache is cold), runs their RPN
 with greedy NMS and with ASAP-NMS, and bootstraps the AP difference over seeds and test images.
+``cfg.device`` is where those detectors train and run; every NMS (timed or inside the RPN) runs on
+the CPU, the RPN's proposals brought back to it.
 The AP bootstrap (``coco_matches``, ``weighted_ap``) is pycocotools' matching and accumulation with
 images weighted by how often a resample draws them.
 """
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 
 from labkit import nms
+from labkit.config import check_device
 from labkit.config import from_budget as _from_budget
 from labkit.methods.asap_nms import AnchorLUT, asap_nms
 from labkit.report import LEVEL, Claim, Estimate, bootstrap_difference, seed_interval
@@ -48,6 +51,7 @@ class ASAPConfig:
     budget: str = "quick"
     seed: int = 0
     workers: int = 0  # chapter 05's stages, when the cache is cold (0: one process per core)
+    device: str = "cpu"  # "cuda" on a GPU machine (the runs then go in this process)
     image_size: int = 640  # synthetic proposals: a 40 × 40 × 12 anchor lattice (stride 16)
     sizes: tuple = (500, 2000, 6000)
     repeats: int = 10
@@ -85,7 +89,9 @@ BUDGETS: dict[str, dict[str, Any]] = {
 
 
 def from_budget(budget: str = "quick", **overrides: Any) -> ASAPConfig:
-    return _from_budget(ASAPConfig, budget, BUDGETS, **overrides)
+    cfg = _from_budget(ASAPConfig, budget, BUDGETS, **overrides)
+    check_device(cfg.device)
+    return cfg
 
 
 # ---- synthetic proposals: counts, agreement, latency -----------------------------------------
@@ -224,28 +230,31 @@ def anchor_settings(cfg: ASAPConfig) -> dict[str, list[dict]]:
 
 # ---- chapter 05's detector with greedy or ASAP inside its RPN ----------------------------------
 
-def chapter05_detector(budget: str, seed: int, workers: int = 0):
-    """Chapter 05's dense detector at ``budget`` (cached stages), its test scenes and what it is."""
+def chapter05_detector(budget: str, seed: int, workers: int = 0, device: str = "cpu"):
+    """Chapter 05's dense detector at ``budget`` (cached stages, trained on ``device``) on ``device``,
+    its test scenes (on the CPU) and what it is."""
     from labkit.experiments import lottery, lottery_runs
 
-    lcfg = lottery.from_budget(budget, seed=seed, workers=workers)
+    lcfg = lottery.from_budget(budget, seed=seed, workers=workers, device=device)
     _, dense = lottery.dense_run(lcfg)
-    model = lottery_runs.make_detector(lcfg.seed)
+    model = lottery_runs.make_detector(lcfg.seed, device=device)
     model.load_state_dict(dense["state"])
     _, test = lottery_runs.scenes(**lottery.data_kwargs(lcfg))
     return model, test, dict(budget=budget, seed=lcfg.seed, steps=lcfg.steps, train_images=lcfg.num_train,
                              test_images=len(test), image_size=lcfg.image_size)
 
 
-def _detect(model, test, top_k: int, cutoff: float | None) -> tuple[list[dict], list[float]]:
-    """Detections with greedy (``cutoff`` None) or ASAP RPN NMS at post-NMS ``top_k``, from every anchor,
-    and per image the keep-set Jaccard of the RPN's ASAP and greedy NMS."""
+def _detect(model, test, top_k: int, cutoff: float | None, device: str = "cpu") -> tuple[list[dict], list[float]]:
+    """Detections (on the CPU) with greedy (``cutoff`` None) or ASAP RPN NMS at post-NMS ``top_k``, from
+    every anchor, and per image the keep-set Jaccard of the RPN's ASAP and greedy NMS. The model runs on
+    ``device`` (where it is) on batches of 50 test images; the NMS runs on the CPU."""
     from labkit.models.tiny_detector import detect
 
     t, jaccards = model.rpn_nms_thresh, []
     lut = None if cutoff is None else AnchorLUT(model.anchor_config, cutoff)
 
     def rpn_nms(boxes, scores, cells, grid_shape):
+        boxes, scores, cells = boxes.cpu(), scores.cpu(), cells.cpu()  # numba reads CPU memory
         greedy = nms.greedy_numba(boxes, scores, t)
         if lut is None:
             return greedy
@@ -255,8 +264,9 @@ def _detect(model, test, top_k: int, cutoff: float | None) -> tuple[list[dict], 
 
     detections = []
     for i in range(0, len(test), 50):
-        detections += detect(model, test.images[i:i + 50], rpn_nms=rpn_nms, pre_nms_top_n=10 ** 9,
-                             post_nms_top_n=top_k)
+        found = detect(model, test.images[i:i + 50].to(device), rpn_nms=rpn_nms, pre_nms_top_n=10 ** 9,
+                       post_nms_top_n=top_k)
+        detections += [{k: v.cpu() for k, v in d.items()} for d in found]
     return detections, jaccards
 
 
@@ -360,14 +370,14 @@ def detector_ap(cfg: ASAPConfig) -> dict[str, Any]:
 
     rows, matches = [], {}
     for k in range(cfg.detector_seeds):
-        model, test, source = chapter05_detector(cfg.detector_budget, cfg.seed + k, cfg.workers)
+        model, test, source = chapter05_detector(cfg.detector_budget, cfg.seed + k, cfg.workers, device=cfg.device)
         test = _first_scenes(test, cfg.detector_images)
         ground_truth, ones = scenes_to_coco(test, include_masks=False), np.ones(len(test))
         with one_thread():
             for top_k in cfg.detector_top_ks:
                 sweep = cfg.detector_cutoffs if k == 0 and top_k == cfg.detector_top_ks[0] else ()
                 for cutoff in [None, *sorted({cfg.cutoff, *sweep})]:
-                    detections, jaccards = _detect(model, test, top_k, cutoff)
+                    detections, jaccards = _detect(model, test, top_k, cutoff, cfg.device)
                     matches.setdefault((top_k, cutoff), []).append(coco_matches(ground_truth, detections))
                     rows.append(dict(seed=cfg.seed + k, top_k=top_k, nms="greedy" if cutoff is None else "asap",
                                      cutoff=cutoff, AP=weighted_ap(matches[(top_k, cutoff)][-1], ones),

@@ -17,6 +17,9 @@ seeds; the label-budget sweep runs CE-only and SSL at each budget for every seed
 the first seed, except the two that claims compare (top-level fusion, the oracle), which run every
 seed.
 
+With ``device="cuda"`` every row trains on the GPU, one after another in this process; what a row
+returns (weights, histories, measurements) is on the CPU either way.
+
 ``claims(results)`` (``contrastive_motion_claims``) judges the spec's outcomes 1–7.
 """
 from __future__ import annotations
@@ -29,7 +32,7 @@ import numpy as np
 import torch
 
 from labkit.cache import cached_runs
-from labkit.config import check_positive_int
+from labkit.config import check_device, check_positive_int, workers_for
 from labkit.config import from_budget as _from_budget
 from labkit.experiments import contrastive_motion_runs as runs
 from labkit.metrics import count_cost
@@ -62,6 +65,7 @@ class MotionConfig:
     budget: str = "quick"
     seed: int = 0
     workers: int = 0
+    device: str = "cpu"  # "cuda" on a GPU machine (the runs then go in this process)
     seeds: int = 1
     widths: tuple = (8, 16, 32)
     frames: int = 6
@@ -89,6 +93,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
 
 def from_budget(budget: str = "quick", **overrides: Any) -> MotionConfig:
     cfg = _from_budget(MotionConfig, budget, BUDGETS, **overrides)
+    check_device(cfg.device)
     for name in ("seeds", "frames", "size", "unlabeled", "labeled_per_class", "test_per_class", "ssl_steps",
                  "sup_steps", "batch_size", "num_anchors"):
         check_positive_int(name, getattr(cfg, name))
@@ -125,11 +130,12 @@ def pathway_cost(net, frames: int, size: int) -> dict[str, dict[str, int]]:
 def train_row(kind: str, pools: dict, seed: int, ssl: bool = False, levels: int = 2, fusion: str = "all",
               loss: str = "nce", negatives: str = "dense", stop_gradient: bool = True, widths: tuple = (8, 16, 32),
               ssl_steps: int = 300, sup_steps: int = 300, batch_size: int = 8, num_anchors: int = 256,
-              temperature: float = 0.1) -> dict:
-    """One row: build, measure at init, Stage A (``ssl``), measure, Stage B, measure."""
+              temperature: float = 0.1, device: str = "cpu") -> dict:
+    """One row on ``device``: build, measure at init, Stage A (``ssl``), measure, Stage B, measure.
+    The clips stay on the CPU (each batch is moved); the returned weights are CPU tensors."""
     data = runs.make_pools(**pools)
     torch.manual_seed(seed)
-    net = runs.build_net(kind, widths, levels, fusion)
+    net = runs.build_net(kind, widths, levels, fusion).to(device)  # initialised on the CPU, then moved
     loss_kwargs = dict(num_anchors=num_anchors, temperature=temperature, loss=loss, negatives=negatives,
                        stop_gradient=stop_gradient)
     out: dict[str, Any] = dict(kind=kind, seed=seed, ssl=ssl, levels=net.levels,
@@ -149,14 +155,14 @@ def train_row(kind: str, pools: dict, seed: int, ssl: bool = False, levels: int 
     out["test"] = runs.accuracy(net, data.test)
     out["probe_final"] = runs.probe_accuracy(net, data.labeled, data.test)
     out["net"] = dict(kind=kind, widths=tuple(widths), levels=levels, fusion=fusion)
-    out["state"] = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    out["state"] = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     return out
 
 
 def _row_kwargs(cfg: MotionConfig, overrides: dict, seed: int, labeled_per_class: int | None = None) -> dict:
     return dict(pools=pool_kwargs(cfg, labeled_per_class), seed=seed, widths=tuple(cfg.widths),
                 ssl_steps=cfg.ssl_steps, sup_steps=cfg.sup_steps, batch_size=cfg.batch_size,
-                num_anchors=cfg.num_anchors, temperature=cfg.temperature, **overrides)
+                num_anchors=cfg.num_anchors, temperature=cfg.temperature, device=cfg.device, **overrides)
 
 
 def plan(cfg: MotionConfig) -> list[tuple[str, int, dict]]:
@@ -176,7 +182,7 @@ def plan(cfg: MotionConfig) -> list[tuple[str, int, dict]]:
 def run(cfg: MotionConfig) -> dict[str, Any]:
     """Every run, grouped as ``rows[row][labeled per class]`` → list over seeds."""
     steps = plan(cfg)
-    done = cached_runs("motion-run", train_row, [kw for *_, kw in steps], cfg.workers)
+    done = cached_runs("motion-run", train_row, [kw for *_, kw in steps], workers_for(cfg.device, cfg.workers))
     rows: dict[str, dict[int, list]] = {}
     for (row, budget, _), result in zip(steps, done):
         rows.setdefault(row, {}).setdefault(budget, []).append(result)

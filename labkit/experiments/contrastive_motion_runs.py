@@ -10,6 +10,10 @@
 - ``accuracy``, ``probe_accuracy`` (logistic regression on frozen, time- and space-pooled features of
   each level), ``contrastive_top1`` and ``displacement_r2`` (a linear map from level-1 features to the
   true displacement, scikit-learn's ridge).
+
+The clips stay on the CPU; every batch goes to the network's device (``_forward``) and every
+measured output comes back to the CPU (``_outputs``), so NumPy and scikit-learn see CPU arrays. The
+random batches and anchors are drawn on CPU generators: a CPU run draws what it always drew.
 """
 from __future__ import annotations
 
@@ -68,9 +72,15 @@ def build_net(kind: str = "motion", widths: tuple = (8, 16, 32), levels: int = 2
     return cm.HierarchicalMotionNet(len(MOTIONS), tuple(widths), levels, proj_dim, fusion, **KINDS[kind])
 
 
+def _device(net: torch.nn.Module) -> torch.device:
+    return next(net.parameters()).device
+
+
 def _forward(net: cm.HierarchicalMotionNet, data: MovingShapes, index: torch.Tensor) -> dict:
-    flow = data.displacement[index] if net.motion_input == "flow" else None
-    return net(data.clips[index], flow)
+    """``net`` on the clips ``data.clips[index]`` (CPU), moved to the net's device; outputs stay there."""
+    device = _device(net)
+    flow = data.displacement[index].to(device) if net.motion_input == "flow" else None
+    return net(data.clips[index].to(device), flow)
 
 
 def _ssl_terms(net, out: dict, rng: torch.Generator, **loss_kwargs) -> tuple[torch.Tensor, dict]:
@@ -109,7 +119,7 @@ def stage_b(net: cm.HierarchicalMotionNet, data: MovingShapes, steps: int, seed:
 
     def step_fn(_, step: int) -> dict:
         index = torch.randint(len(data.labels), (batch_size,), generator=rng)
-        loss = F.cross_entropy(_forward(net, data, index)["logits"], data.labels[index])
+        loss = F.cross_entropy(_forward(net, data, index)["logits"], data.labels[index].to(_device(net)))
         logs = {"ce": loss.detach()}
         if aux_weight and unlabeled is not None:
             extra = torch.randint(len(unlabeled.labels), (batch_size,), generator=rng)
@@ -120,11 +130,17 @@ def stage_b(net: cm.HierarchicalMotionNet, data: MovingShapes, steps: int, seed:
     return fit(net, [None], step_fn, [optimizer], steps, log_every=10, progress=False).to_dict()
 
 
+def _on_cpu(out: dict) -> dict:
+    """A forward pass's ``logits``, ``z0`` and ``motion`` on the CPU (the same tensors there)."""
+    return {"logits": out["logits"].cpu(), "z0": out["z0"].cpu(), "motion": [m.cpu() for m in out["motion"]]}
+
+
 @torch.no_grad()
 def _outputs(net, data: MovingShapes, batch_size: int = 100) -> list[dict]:
+    """Eval-mode outputs over ``data`` in batches, on the CPU whatever the net's device."""
     was = net.training
     net.eval()
-    out = [_forward(net, data, torch.arange(i, min(i + batch_size, len(data.labels))))
+    out = [_on_cpu(_forward(net, data, torch.arange(i, min(i + batch_size, len(data.labels)))))
            for i in range(0, len(data.labels), batch_size)]
     net.train(was)
     return out

@@ -37,7 +37,7 @@ import functools
 import numpy as np
 import torch
 
-from labkit.config import check_choice, pick_device
+from labkit.config import check_choice, check_device
 from labkit.data import (COMPOSITIONAL_COLOURS, COMPOSITIONAL_SHAPES, make_compositional, mixture_centres,
                           sample_mixture, upsampled_digits)
 from labkit.methods.dual_contrastive import GAN_LOSSES, ReferenceDiscriminator, SelfAttention2d, r1_penalty
@@ -95,7 +95,9 @@ def _eval_split(num_images: int, num_eval: int) -> tuple[torch.Tensor, torch.Ten
 def real_floor_info(dataset: str, image_size: int, num_eval: int, classifier_steps: int = CLASSIFIER_STEPS) -> dict:
     """The real-vs-real floor at ``num_eval`` vs ``num_eval`` and the classifier's accuracy.
 
-    Called once before the GAN runs, so it also trains (and caches) the metric classifier."""
+    Called once before the GAN runs, so it also trains (and caches) the metric classifier. Both stay
+    on the CPU whatever ``device`` the GANs train on: the classifier's cache entry does not name a
+    device, and every run measures its fakes with it on the CPU."""
     images, _ = real_data(dataset, image_size)
     model, accuracy = metric_classifier(dataset, image_size, classifier_steps)
     first, second = _eval_split(len(images), num_eval)
@@ -176,7 +178,7 @@ def train_gan(dataset: str, image_size: int, loss: str, g_attention: bool, d_att
     classifier, _ = metric_classifier(dataset, image_size, classifier_steps)
     first, _ = _eval_split(len(images), num_eval)
     real_features = image_features(classifier, images[first])
-    dev = pick_device(device)
+    dev = torch.device(check_device(device))
     images = images.contiguous(memory_format=torch.channels_last).to(dev)
     torch.manual_seed(seed)
     G, D, judge, penultimate = make_nets(channels, image_size, width, g_attention, d_attention)
@@ -257,7 +259,7 @@ def train_gan(dataset: str, image_size: int, loss: str, g_attention: bool, d_att
         return out | ({"r1": r1.detach()} if do_r1 else {})
 
     probing, probe_labels = bool(probe), targets[PROBE_TARGETS[dataset]]
-    probe_refs = (images[torch.randperm(len(images), generator=torch.Generator().manual_seed(1))]
+    probe_refs = (images[torch.randperm(len(images), generator=torch.Generator().manual_seed(1)).to(dev)]
                   if uses_refs else None)  # fixed real references, independent of the probed image
     probe_init = float(_probe(penultimate, images, probe_labels, probe_refs).mean()) if probing else None
     if 0 in logit_steps:
@@ -300,26 +302,28 @@ def _d_maps(D, d_attention: str, images: torch.Tensor, fake: torch.Tensor) -> di
 
 def train_ring(loss: str, seed: int, steps: int, batch_size: int = 256, lr: float = 1e-3, latent_dim: int = 16,
                num_checkpoints: int = 5, num_samples: int = 2500, std: float = 0.02, bins: int = 40,
-               extent: float = 3.0) -> dict:
-    """The 8-Gaussian ring (radius 2, σ = 0.02) with MLPs and ``loss``; no R1. Returns
-    ``mode_quality`` of ``num_samples`` samples at each checkpoint (``modes_covered``,
-    ``high_quality``, 2-D ``heatmaps`` (k, bins, bins)) and ``final`` (the last one's dict)."""
+               extent: float = 3.0, device: str = "cpu") -> dict:
+    """The 8-Gaussian ring (radius 2, σ = 0.02) with MLPs and ``loss``; no R1. Trains on ``device``
+    (data and latents drawn on the CPU, then moved); scores on the CPU. Returns ``mode_quality`` of
+    ``num_samples`` samples at each checkpoint (``modes_covered``, ``high_quality``, 2-D ``heatmaps``
+    (k, bins, bins)) and ``final`` (the last one's dict)."""
     check_choice("loss", loss, GAN_LOSSES)
     d_fn, g_fn = GAN_LOSSES[loss]
+    dev = torch.device(check_device(device))
     torch.manual_seed(seed)
     rng = torch.Generator().manual_seed(seed)
-    G, D = ring_gan_models(latent_dim)
+    G, D = (net.to(dev) for net in ring_gan_models(latent_dim))
     opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.5, 0.999))
     centres = mixture_centres("ring")
-    z_eval = torch.randn(num_samples, latent_dim, generator=rng)
+    z_eval = torch.randn(num_samples, latent_dim, generator=rng).to(dev)
     checkpoints = sorted({int(round(s)) for s in np.linspace(0, steps, num_checkpoints + 1)})
     edges = np.linspace(-extent, extent, bins + 1)
     found = {"step": [], "modes_covered": [], "high_quality": [], "heatmaps": [], "final": None}
 
     def snapshot(step: int) -> None:
         with torch.no_grad():
-            samples = G(z_eval)
+            samples = G(z_eval).cpu()  # (num_samples, 2)
         scores = mode_quality(samples, centres, std)
         counts, _, _ = np.histogram2d(samples[:, 0].numpy(), samples[:, 1].numpy(), bins=[edges, edges])
         found["step"].append(step)
@@ -329,9 +333,9 @@ def train_ring(loss: str, seed: int, steps: int, batch_size: int = 256, lr: floa
         found["final"] = scores
 
     def step_fn(_, step: int) -> dict:
-        x = sample_mixture(batch_size, "ring", std, generator=rng)
+        x = sample_mixture(batch_size, "ring", std, generator=rng).to(dev)  # (batch, 2)
         with torch.no_grad():
-            fake = G(torch.randn(batch_size, latent_dim, generator=rng))
+            fake = G(torch.randn(batch_size, latent_dim, generator=rng).to(dev))
         d_loss = d_fn(D(x).squeeze(1), D(fake).squeeze(1))
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
@@ -339,7 +343,7 @@ def train_ring(loss: str, seed: int, steps: int, batch_size: int = 256, lr: floa
         D.requires_grad_(False)
         with torch.no_grad():
             real_logits = D(x).squeeze(1)
-        g_loss = g_fn(real_logits, D(G(torch.randn(batch_size, latent_dim, generator=rng))).squeeze(1))
+        g_loss = g_fn(real_logits, D(G(torch.randn(batch_size, latent_dim, generator=rng).to(dev))).squeeze(1))
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()

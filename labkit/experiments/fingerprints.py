@@ -11,6 +11,9 @@ Rows shorter than the main run are compared with the main run's checkpoint at ``
 the same seed, the same batches up to there, so every comparison is compute-matched. The
 d_c of the main row in the sweep is that checkpoint too.
 
+With ``device="cuda"`` every run trains on the GPU, one after another in this process; what the
+runs return is on the CPU either way.
+
 ``claims(results)`` judges the spec's expected outcomes 2–8 by the shared rule of
 ``labkit.report`` (outcome 1, the baking identity, is a unit test and an assertion).
 """
@@ -23,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from labkit.cache import cached_runs
-from labkit.config import check_choice, check_positive_int
+from labkit.config import check_choice, check_device, check_positive_int, workers_for
 from labkit.config import from_budget as _from_budget
 from labkit.experiments import fingerprints_runs as runs
 
@@ -51,6 +54,7 @@ class FingerprintConfig:
     budget: str = "quick"
     seed: int = 0
     workers: int = 0  # 0: one process per core
+    device: str = "cpu"  # "cuda" on a GPU machine (the runs then go in this process)
     fingerprint_dim: int = 16  # d_c of the main row
     steps: int = 400  # the main row and the un-fingerprinted G
     short_steps: int = 200  # the sweep and the ablations (a checkpoint of the main row)
@@ -80,6 +84,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
 
 def from_budget(budget: str = "quick", **overrides: Any) -> FingerprintConfig:
     cfg = _from_budget(FingerprintConfig, budget, BUDGETS, **overrides)
+    check_device(cfg.device)
     check_choice("fingerprint_dim", cfg.fingerprint_dim, FINGERPRINT_DIMS)
     for dim in cfg.sweep_dims:
         check_choice("sweep_dims entry", dim, FINGERPRINT_DIMS)
@@ -104,7 +109,7 @@ def from_budget(budget: str = "quick", **overrides: Any) -> FingerprintConfig:
 
 def _common(cfg: FingerprintConfig) -> dict:
     return dict(eval_every=cfg.eval_every, num_bits=cfg.num_bits, num_eval=cfg.num_eval,
-                classifier_steps=cfg.classifier_steps)
+                classifier_steps=cfg.classifier_steps, device=cfg.device)
 
 
 def plan(cfg: FingerprintConfig) -> list[tuple[str, dict]]:
@@ -134,9 +139,10 @@ def plan(cfg: FingerprintConfig) -> list[tuple[str, dict]]:
 def run(cfg: FingerprintConfig) -> dict[str, Any]:
     """Every run of the chapter (see the module docstring), grouped by row and sorted by seed."""
     steps = plan(cfg)
-    floor = cached_runs("fingerprints-floor", runs.real_floor,
-                        [dict(num_eval=cfg.num_eval, classifier_steps=cfg.classifier_steps)], cfg.workers)[0]
-    done = cached_runs("fingerprints-run", runs.train_run, [kw for _, kw in steps], cfg.workers)
+    workers = workers_for(cfg.device, cfg.workers)
+    floor = cached_runs("fingerprints-floor", runs.real_floor, [dict(num_eval=cfg.num_eval,
+                        classifier_steps=cfg.classifier_steps, device=cfg.device)], workers)[0]
+    done = cached_runs("fingerprints-run", runs.train_run, [kw for _, kw in steps], workers)
     by_row: dict[str, list] = {}
     for (row, _), result in sorted(zip(steps, done), key=lambda p: p[1]["seed"]):
         by_row.setdefault(row, []).append(result)

@@ -13,6 +13,11 @@ units (images in [-1, 1]) and classifier-FD (``num_eval`` fakes against as many 
 feature space of chapter 01's metric classifier, shared through the cache). There is no averaged
 generator: F trains against the live G, and the live G is what is measured.
 
+``device`` ("cpu" or "cuda") is where the nets train and the curve's images are generated and
+decoded; the analyses of a trained model run on the CPU. Random draws come from CPU generators
+and are moved to the device, so a CPU run draws what it always drew; what a run returns (state
+dicts, curves, analyses) is on the CPU whatever the device.
+
 ``analyse=True`` (the main rows) adds what the chapter shows of a trained model: the baking error,
 100 baked models and attribution among them, detection TPR and FPR, real digits decoded against
 random fingerprints, and bit accuracy under noise, blur, JPEG (Pillow) and shift.
@@ -75,20 +80,24 @@ def eval_split(num_eval: int) -> tuple[torch.Tensor, torch.Tensor]:
     return order[:num_eval], order[num_eval:2 * num_eval]
 
 
-def real_floor(num_eval: int, classifier_steps: int = CLASSIFIER_STEPS) -> dict:
+def real_floor(num_eval: int, classifier_steps: int = CLASSIFIER_STEPS, device: str = "cpu") -> dict:
     """FD between ``num_eval`` fixed reals and ``num_eval`` others, and the classifier's accuracy."""
     model, accuracy = metric_classifier(classifier_steps)
+    model.to(device)  # trained on the CPU (one cache entry for every device), run on ``device``
     first, second = eval_split(num_eval)
     features = image_features(model, to_unit(real_digits()[0]))
     return dict(floor=frechet_distance(features[first], features[second]), classifier_accuracy=accuracy["digit"])
 
 
-def make_nets(embedding: str, fingerprint_dim: int, modulated_resolutions=fp.RESOLUTIONS, width: int = 32):
-    """G, F (None without a fingerprint) and D, initialised from the global torch RNG."""
+def make_nets(embedding: str, fingerprint_dim: int, modulated_resolutions=fp.RESOLUTIONS, width: int = 32,
+              device: str = "cpu"):
+    """G, F (None without a fingerprint) and D on ``device``, initialised on the CPU from the global
+    torch RNG (the same weights on every device)."""
     G = fp.FingerprintedGenerator(fingerprint_dim, LATENT_DIM, width, embedding=embedding,
                                   modulated_resolutions=modulated_resolutions)
     F_net = None if embedding == "none" else fp.FingerprintDecoder(fingerprint_dim, LATENT_DIM, width=16)
-    return G, F_net, ImageDiscriminator(1, 16, 16)
+    D = ImageDiscriminator(1, 16, 16)
+    return G.to(device), None if F_net is None else F_net.to(device), D.to(device)
 
 
 def load_nets(spec: dict, state: dict):
@@ -103,6 +112,7 @@ def load_nets(spec: dict, state: dict):
 
 @torch.no_grad()
 def generate(G, z: torch.Tensor, c: torch.Tensor | None, chunk: int = 1000) -> torch.Tensor:
+    """Images ``(n, 1, 16, 16)`` of ``G`` for ``z (n, latent_dim)`` and ``c (n, d_c)`` (on G's device)."""
     return torch.cat([G(z[i:i + chunk], None if c is None else c[i:i + chunk]) for i in range(0, len(z), chunk)])
 
 
@@ -116,31 +126,33 @@ def train_run(embedding: str, fingerprint_dim: int, seed: int, steps: int, lambd
               lambda_z: float = 1.0, r1_gamma: float = 1.0, r1_every: int = 4,
               modulated_resolutions: tuple = fp.RESOLUTIONS, batch_size: int = 32, lr: float = 2e-3,
               eval_every: int = 300, num_bits: int = 2000, num_eval: int = 800, analyse: bool = False,
-              classifier_steps: int = CLASSIFIER_STEPS) -> dict:
-    """One training run (see the module docstring). Returns ``curve`` {step, bit_accuracy, same_z,
-    fd} (bit accuracy and same-z NaN without a fingerprint), the last point as ``bit_accuracy``,
-    ``same_z`` and ``fd``, ``spec`` and ``state`` {G, F} to rebuild the nets, the losses'
-    ``history``, and with ``analyse`` an ``analysis`` dict (``analyse_model``)."""
+              classifier_steps: int = CLASSIFIER_STEPS, device: str = "cpu") -> dict:
+    """One training run on ``device`` (see the module docstring). Returns ``curve`` {step,
+    bit_accuracy, same_z, fd} (bit accuracy and same-z NaN without a fingerprint), the last point as
+    ``bit_accuracy``, ``same_z`` and ``fd``, ``spec`` and ``state`` {G, F} (CPU tensors) to rebuild
+    the nets, the losses' ``history``, and with ``analyse`` an ``analysis`` dict (``analyse_model``)."""
     fingerprinted = embedding != "none"
-    reals, _ = real_digits()
+    reals = real_digits()[0].to(device)  # (1797, 1, 16, 16)
     classifier, _ = metric_classifier(classifier_steps)
-    real_features = image_features(classifier, to_unit(reals[eval_split(num_eval)[0]]))
+    classifier.to(device)  # trained on the CPU (one cache entry for every device), run on ``device``
+    real_features = image_features(classifier, to_unit(reals[eval_split(num_eval)[0].to(device)]))
     torch.manual_seed(seed)
-    G, F_net, D = make_nets(embedding, fingerprint_dim, modulated_resolutions)
+    G, F_net, D = make_nets(embedding, fingerprint_dim, modulated_resolutions, device=device)
     opt_g = torch.optim.Adam([*G.parameters(), *(F_net.parameters() if fingerprinted else ())], lr=lr,
                              betas=(0.0, 0.99))
     opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.0, 0.99))
     weights = {"latent": lambda_z, "consistency": lambda_const}
     rng = torch.Generator().manual_seed(seed)
     eval_rng = torch.Generator().manual_seed(seed + 10_000)
-    z_bits = torch.randn(num_bits, LATENT_DIM, generator=eval_rng)
-    c_bits, c_other = (fp.sample_fingerprints(num_bits, fingerprint_dim, eval_rng) for _ in range(2))
-    z_fd = torch.randn(num_eval, LATENT_DIM, generator=eval_rng)
-    c_fd = fp.sample_fingerprints(num_eval, fingerprint_dim, eval_rng)
+    # drawn on the CPU in a fixed order, then moved: the same latents on every device
+    z_bits = torch.randn(num_bits, LATENT_DIM, generator=eval_rng).to(device)
+    c_bits, c_other = (fp.sample_fingerprints(num_bits, fingerprint_dim, eval_rng).to(device) for _ in range(2))
+    z_fd = torch.randn(num_eval, LATENT_DIM, generator=eval_rng).to(device)
+    c_fd = fp.sample_fingerprints(num_eval, fingerprint_dim, eval_rng).to(device)
     curve = {"step": [], "bit_accuracy": [], "same_z": [], "fd": []}
 
     def fingerprints(n: int) -> torch.Tensor | None:
-        return fp.sample_fingerprints(n, fingerprint_dim, rng) if fingerprinted else None
+        return fp.sample_fingerprints(n, fingerprint_dim, rng).to(device) if fingerprinted else None
 
     def evaluate(step: int) -> None:
         G.eval()
@@ -157,20 +169,20 @@ def train_run(embedding: str, fingerprint_dim: int, seed: int, steps: int, lambd
         G.train()
 
     def step_fn(_, step: int) -> dict:
-        x = reals[torch.randint(len(reals), (batch_size,), generator=rng)]
+        x = reals[torch.randint(len(reals), (batch_size,), generator=rng).to(device)]
         with torch.no_grad():
-            fake = G(torch.randn(batch_size, LATENT_DIM, generator=rng), fingerprints(batch_size))
+            fake = G(torch.randn(batch_size, LATENT_DIM, generator=rng).to(device), fingerprints(batch_size))
         do_r1 = r1_gamma > 0 and step % r1_every == 0
         if do_r1:
             x.requires_grad_(True)
         real_logits = D(x)
         d_loss = fp.discriminator_loss(real_logits, D(fake))
-        r1 = r1_penalty(x, real_logits) if do_r1 else torch.zeros(())
+        r1 = r1_penalty(x, real_logits) if do_r1 else torch.zeros((), device=device)
         opt_d.zero_grad(set_to_none=True)
         (d_loss + r1_gamma / 2 * r1).backward()
         opt_d.step()
         D.requires_grad_(False)  # G's step: D is frozen
-        z = torch.randn(batch_size, LATENT_DIM, generator=rng)
+        z = torch.randn(batch_size, LATENT_DIM, generator=rng).to(device)
         terms = fp.generator_losses(G, D, F_net, z, fingerprints(batch_size), fingerprints(batch_size), weights)
         opt_g.zero_grad(set_to_none=True)
         terms["total"].backward()
@@ -183,16 +195,22 @@ def train_run(embedding: str, fingerprint_dim: int, seed: int, steps: int, lambd
     history = fit(G, [None], step_fn, (), steps, log_every=10, progress=False)
     G.eval()
     spec = dict(embedding=embedding, fingerprint_dim=fingerprint_dim, modulated_resolutions=list(modulated_resolutions))
-    state = {"G": {k: v.clone() for k, v in G.state_dict().items()},
-             "F": {k: v.clone() for k, v in F_net.state_dict().items()} if fingerprinted else {}}
+    state = {"G": cpu_state(G), "F": cpu_state(F_net) if fingerprinted else {}}
     out = dict(embedding=embedding, fingerprint_dim=fingerprint_dim, seed=seed, steps=steps, lambda_const=lambda_const,
                lambda_z=lambda_z, r1_gamma=r1_gamma, modulated_resolutions=list(modulated_resolutions), curve=curve,
                bit_accuracy=curve["bit_accuracy"][-1], same_z=curve["same_z"][-1], fd=curve["fd"][-1],
                spec=spec, state=state, history=history.to_dict())
     if analyse and fingerprinted:
         F_net.eval()
-        out["analysis"] = analyse_model(G, F_net, seed)
+        # on the CPU whatever the device: the baking identity is checked to 1e-5, finer than a GPU's
+        # TF32 convolutions keep, and the analyses are cheap next to training
+        out["analysis"] = analyse_model(G.cpu(), F_net.cpu(), seed)
     return out
+
+
+def cpu_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of ``net``'s state dict on the CPU (what a cache holds, whatever the device)."""
+    return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
 
 
 # --- analyses of one trained model --------------------------------------------------------------
@@ -218,18 +236,20 @@ def registry(fingerprint_dim: int, num_models: int = NUM_MODELS) -> torch.Tensor
 
 @torch.no_grad()
 def analyse_model(G, F_net, seed: int) -> dict:
-    """Baking error, attribution among ``NUM_MODELS`` baked models, detection and robustness."""
+    """Baking error, attribution among ``NUM_MODELS`` baked models, detection and robustness. The
+    nets run on their device; the bits are compared on the CPU."""
     d_c = G.fingerprint_dim
+    device = G.stem.weight.device
     rng = torch.Generator().manual_seed(seed + 20_000)
     codebook = registry(d_c)
-    z = torch.randn(len(codebook), IMAGES_PER_MODEL, LATENT_DIM, generator=rng)
+    z = torch.randn(len(codebook), IMAGES_PER_MODEL, LATENT_DIM, generator=rng).to(device)
     baked_images, bake_error = [], 0.0
-    for code, z_k in zip(codebook, z):
+    for code, z_k in zip(codebook.to(device), z):
         baked = fp.bake(G, code)
         x = baked(z_k)
         bake_error = max(bake_error, float((x - G(z_k, code.expand(len(z_k), -1))).abs().max()))
         baked_images.append(x)
-    logits = decode(F_net, torch.cat(baked_images))  # (K · n, d_c), model-major
+    logits = decode(F_net, torch.cat(baked_images)).cpu()  # (K · n, d_c), model-major
     owner = torch.arange(len(codebook)).repeat_interleave(IMAGES_PER_MODEL)
     distances = fp.hamming_distances(fp.decode_bits(logits), codebook)  # (K · n, K)
     predicted = distances.argmin(1)
@@ -238,7 +258,7 @@ def analyse_model(G, F_net, seed: int) -> dict:
     confusion = torch.zeros(len(codebook), len(codebook), dtype=torch.int16)
     confusion.index_put_((owner, predicted), torch.ones(len(owner), dtype=torch.int16), accumulate=True)
     reals, _ = real_digits()
-    real_logits = decode(F_net, reals)
+    real_logits = decode(F_net, reals.to(device)).cpu()
     random_codes = codebook[torch.randint(len(codebook), (len(reals),), generator=rng)]
     threshold = fp.detection_threshold(d_c, ALPHA)
     real_distances = fp.hamming_distances(fp.decode_bits(real_logits), codebook)
@@ -254,9 +274,10 @@ def analyse_model(G, F_net, seed: int) -> dict:
 
 
 def perturb(x: torch.Tensor, kind: str, strength: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Images ``x`` (n, 1, 16, 16) in G's units after one post-processing step of ``PERTURBATIONS``."""
+    """Images ``x`` (n, 1, 16, 16) in G's units after one post-processing step of ``PERTURBATIONS``,
+    on ``x``'s device (the noise is drawn on the CPU ``generator`` and moved there)."""
     if kind == "noise":
-        return x + strength * torch.randn(x.shape, generator=generator) if strength else x
+        return x + (strength * torch.randn(x.shape, generator=generator)).to(x.device) if strength else x
     if kind == "blur":
         if not strength:
             return x
@@ -271,30 +292,33 @@ def perturb(x: torch.Tensor, kind: str, strength: float, generator: torch.Genera
 
 
 def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
-    """A JPEG round trip through Pillow at ``quality`` (grayscale, 8 bits), back in G's units."""
-    pixels = (to_unit(x) * 255).round().to(torch.uint8).numpy()
+    """A JPEG round trip through Pillow at ``quality`` (grayscale, 8 bits), back in G's units, on
+    ``x``'s device."""
+    pixels = (to_unit(x) * 255).round().to(torch.uint8).cpu().numpy()
     out = np.empty_like(pixels)
     for i, image in enumerate(pixels):
         buffer = io.BytesIO()
         Image.fromarray(image[0]).save(buffer, format="JPEG", quality=quality)
         out[i, 0] = np.asarray(Image.open(io.BytesIO(buffer.getvalue())))
-    return torch.from_numpy(out).float() / 255 * 2 - 1
+    return torch.from_numpy(out).float().to(x.device) / 255 * 2 - 1
 
 
 @torch.no_grad()
 def robustness(G, F_net, seed: int, num_images: int = NUM_ROBUST) -> dict:
     """Per perturbation: bit accuracy ``(strengths,)`` of ``num_images`` fresh (z, c) and one example
-    image per strength (uint8 ``(strengths, 16, 16)``)."""
+    image per strength (uint8 ``(strengths, 16, 16)``). G and F run on their device; the bits are
+    compared on the CPU."""
+    device = G.stem.weight.device
     rng = torch.Generator().manual_seed(seed + 30_000)
     z = torch.randn(num_images, LATENT_DIM, generator=rng)
     c = fp.sample_fingerprints(num_images, G.fingerprint_dim, rng)
-    x = generate(G, z, c)
+    x = generate(G, z.to(device), c.to(device))
     out = {}
     for kind, strengths in PERTURBATIONS.items():
         accuracy, examples = [], []
         for strength in strengths:
             y = perturb(x, kind, strength, rng)
-            accuracy.append(float(fp.bit_accuracy(decode(F_net, y), c).mean()))
-            examples.append((to_unit(y[0, 0]) * 255).round().to(torch.uint8).numpy())
+            accuracy.append(float(fp.bit_accuracy(decode(F_net, y).cpu(), c).mean()))
+            examples.append((to_unit(y[0, 0]) * 255).round().to(torch.uint8).cpu().numpy())
         out[kind] = dict(strength=list(strengths), bit_accuracy=accuracy, examples=np.stack(examples))
     return out

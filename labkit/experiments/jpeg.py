@@ -20,6 +20,9 @@ mitigation has trained exactly as many steps as the model it is compared with.
 Every evaluation compresses with the real codec (Pillow's libjpeg) at the model's input size and
 keeps, per seed, which test patch each setting got right: ``claims(results)`` judges the spec's
 E1–E6 by the shared rule, with intervals over seeds × test patches (``labkit.report``).
+
+``cfg.device`` is where every network trains and is scored (each run's keyword, and so its cache
+key); the codec (Pillow) always runs on the CPU. On CUDA the runs go in this process, one by one.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ import scipy.stats
 import torch
 
 from labkit.cache import artifact, cached_runs
-from labkit.config import check_choice
+from labkit.config import check_choice, check_device, workers_for
 from labkit.config import from_budget as _from_budget
 from labkit.data.photos import PHOTO_NAMES
 from labkit.experiments import jpeg_runs as runs
@@ -52,6 +55,7 @@ class JPEGConfig:
     seed: int = 0
     num_seeds: int = 1  # training seeds seed, seed + 1, ... (the data stay those of ``seed``)
     workers: int = 0  # 0: one process per core
+    device: str = "cpu"  # "cuda" on a GPU machine (the runs then go in this process)
     patch_size: int = 48
     train_per_class: int = 120
     test_per_class: int = 20
@@ -115,6 +119,7 @@ def from_budget(budget: str = "quick", **overrides: Any) -> JPEGConfig:
     if cfg.num_seeds < 1:
         raise ValueError(f"num_seeds={cfg.num_seeds!r} is not valid; it must be at least 1")
     check_choice("subsampling", cfg.subsampling, jpeg.SUBSAMPLINGS)
+    check_device(cfg.device)
     return cfg
 
 
@@ -130,7 +135,8 @@ def data_kwargs(cfg: JPEGConfig) -> dict:
 # --- the stages: (setting, seed, kwargs of one run) ------------------------------------------
 
 def _train(cfg: JPEGConfig, seed: int, steps: int, lr: float, batch_size: int | None = None) -> dict:
-    return dict(data=data_kwargs(cfg), steps=steps, lr=lr, batch_size=batch_size or cfg.batch_size, seed=seed)
+    return dict(data=data_kwargs(cfg), steps=steps, lr=lr, batch_size=batch_size or cfg.batch_size, seed=seed,
+                device=cfg.device)
 
 
 def stage1_plan(cfg: JPEGConfig) -> list[tuple[str, int, dict]]:
@@ -162,7 +168,8 @@ def stage2_plan(cfg: JPEGConfig, files: dict[tuple[str, int], str]) -> list[tupl
 
     first = cfg.seed
     plan = [("detection", s, dict(kind="detection", seed=s, subsampling=cfg.subsampling,
-                                  qualities=list(cfg.detection_qualities))) for s in seeds(cfg) if cfg.detection]
+                                  qualities=list(cfg.detection_qualities), device=cfg.device))
+            for s in seeds(cfg) if cfg.detection]
     plan += [("TTAC", s, ttac(s)) for s in seeds(cfg)]
     if cfg.ablations:
         plan += [("TTAC (features)", first, dict(ttac(first), target="features")),
@@ -189,10 +196,10 @@ def _run_stage(name: str, plan: list[tuple[str, int, dict]], workers: int) -> di
 def run(cfg: JPEGConfig) -> dict[str, Any]:
     """Train every model (two cached stages), then evaluate them all on the real codec (a third)."""
     plan1 = stage1_plan(cfg)
-    done1 = _run_stage("jpeg-stage1", plan1, cfg.workers)
+    done1 = _run_stage("jpeg-stage1", plan1, workers_for(cfg.device, cfg.workers))
     files = {(name, seed): artifact("jpeg-stage1", kw, done1[name, seed]) for name, seed, kw in plan1}
     plan2 = stage2_plan(cfg, files)
-    done2 = _run_stage("jpeg-stage2", plan2, cfg.workers)
+    done2 = _run_stage("jpeg-stage2", plan2, workers_for(cfg.device, cfg.workers))
     files.update({(name, seed): artifact("jpeg-stage2", kw, done2[name, seed]) for name, seed, kw in plan2
                   if name != "detection"})
     trained = {key: r for key, r in {**done1, **done2}.items() if key[0] != "detection"}
@@ -222,7 +229,7 @@ def evaluation_plan(cfg: JPEGConfig, files: dict[tuple[str, int], str]) -> list[
     def job(seed, settings, codec_ablations=False):
         return dict(kind="evaluate", data=data_kwargs(cfg), seed=seed, classifier_file=files["classifier", seed],
                     settings=settings, qualities=list(cfg.qualities), subsampling=cfg.subsampling,
-                    size=list(cfg.corrector_size), codec_ablations=codec_ablations)
+                    size=list(cfg.corrector_size), codec_ablations=codec_ablations, device=cfg.device)
 
     plan = []
     if cfg.ablations:
@@ -237,7 +244,7 @@ def evaluation_plan(cfg: JPEGConfig, files: dict[tuple[str, int], str]) -> list[
 def evaluate_all(cfg: JPEGConfig, files: dict[tuple[str, int], str]) -> dict[str, Any]:
     """Per seed, which test patch each setting gets right at every quality (0 = clean) and each
     patch's squared error at q = 10 (the claims' items); the sweep; the codec's rate; the views' data."""
-    done = cached_runs("jpeg-eval", _run_one, evaluation_plan(cfg, files), cfg.workers)
+    done = cached_runs("jpeg-eval", _run_one, evaluation_plan(cfg, files), workers_for(cfg.device, cfg.workers))
     correct: dict[str, dict[int, list]] = {}
     sq_error: dict[str, list] = {}
     for result in done:  # a setting's runs come in seed order
@@ -249,8 +256,8 @@ def evaluate_all(cfg: JPEGConfig, files: dict[tuple[str, int], str]) -> dict[str
     correct = {name: {q: np.stack(v) for q, v in d.items()} for name, d in correct.items()}
     _, _, X_test, y_test = runs.patches(**data_kwargs(cfg))
     with runs.one_thread():
-        correctors = {name: runs.load_model(files[name, cfg.seed], "corrector", cfg.seed, True, cfg.corrector_size)
-                      for name in ("off-the-shelf", "TTAC")}
+        correctors = {name: runs.load_model(files[name, cfg.seed], "corrector", cfg.seed, True, cfg.corrector_size,
+                                            cfg.device) for name in ("off-the-shelf", "TTAC")}
         examples = runs.examples(X_test, y_test, correctors, cfg.qualities, cfg.subsampling, cfg.num_examples)
         rate = [_rate(X_test, q, cfg.subsampling) for q in cfg.qualities]
         zeroed = {q: jpeg.zeroed_fraction(X_test[:200], q, cfg.subsampling).tolist() for q in cfg.qualities}

@@ -12,6 +12,11 @@ Compute matching: the classifier and the correctors also return a ``checkpoint``
 ``checkpoint_step`` steps into training. A mitigation starts from it (fine-tuning from the
 classifier's, TTAC from the off-the-shelf corrector's) and trains for the steps that remain, so a
 mitigation and the model it is compared with have trained for the same number of steps.
+
+A run trains and evaluates on its ``device`` keyword (``"cpu"``, ``"cuda"``): patches, random draws
+(on CPU generators) and the codec stay on the CPU, each batch moves to the device, and everything
+a run returns is on the CPU. ``predict`` and ``correct`` take CPU images, run on the model's
+device and return CPU tensors.
 """
 from __future__ import annotations
 
@@ -95,11 +100,24 @@ def _compress_random(x: torch.Tensor, generator: torch.Generator, qualities, sub
     return out, q
 
 
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _on_cpu(state: dict | None) -> dict | None:
+    """A state dict with every tensor on the CPU (what a run returns is cached and must not depend
+    on the device it trained on); None stays None."""
+    return None if state is None else {k: v.cpu() for k, v in state.items()}
+
+
 def predict(model, X: torch.Tensor) -> torch.Tensor:
-    """Top-1 class ``(n,)`` of ``model`` (put in eval mode) on ``X``, in chunks of ``EVAL_CHUNK``."""
+    """Top-1 class ``(n,)``, on the CPU, of ``model`` (put in eval mode, on any device) on CPU images
+    ``X (n, 3, H, W)``, in chunks of ``EVAL_CHUNK`` moved to the model's device."""
     model.eval()
+    device = _device_of(model)
     with torch.no_grad():
-        return torch.cat([model(normalise(X[i:i + EVAL_CHUNK])).argmax(1) for i in range(0, len(X), EVAL_CHUNK)])
+        return torch.cat([model(normalise(X[i:i + EVAL_CHUNK].to(device))).argmax(1).cpu()
+                          for i in range(0, len(X), EVAL_CHUNK)])
 
 
 def accuracy(model, X: torch.Tensor, y: torch.Tensor) -> float:
@@ -142,26 +160,27 @@ class Checkpoint(Hook):
 # --- the task model ---------------------------------------------------------------------------
 
 def train_classifier(data: dict, steps: int, lr: float, batch_size: int, seed: int,
-                     checkpoint_step: int | None = None) -> dict:
-    """The task model, trained on clean (never compressed) patches with flips and gain jitter; its
-    weights after ``checkpoint_step`` steps are returned too (where fine-tuning starts)."""
+                     checkpoint_step: int | None = None, device: str = "cpu") -> dict:
+    """The task model, trained on ``device`` on clean (never compressed) patches with flips and gain
+    jitter; its weights after ``checkpoint_step`` steps are returned too (where fine-tuning starts)."""
     X, y, _, _ = patches(**data)
-    model = make_classifier(seed)
+    model = make_classifier(seed).to(device)
     checkpoint = Checkpoint(model, checkpoint_step)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
 
     def step_fn(idx, step):
-        return {"loss": F.cross_entropy(model(normalise(_augment(X[idx], generator))), y[idx])}
+        x = _augment(X[idx], generator).to(device)  # drawn on the CPU generator, then moved
+        return {"loss": F.cross_entropy(model(normalise(x)), y[idx].to(device))}
 
     history = fit(model, _batches(len(X), batch_size, generator), step_fn, [optimizer], steps, hooks=[checkpoint],
                   schedulers=[schedule], log_every=10, desc="classifier", progress=False)
-    return dict(state=model.state_dict(), checkpoint=checkpoint.state, loss=history["loss"])
+    return dict(state=_on_cpu(model.state_dict()), checkpoint=_on_cpu(checkpoint.state), loss=history["loss"])
 
 
 def finetune(data: dict, classifier_file: str, steps: int, lr: float, batch_size: int, seed: int,
-             quality: int | None = None, subsampling: str = "4:2:0") -> dict:
+             quality: int | None = None, subsampling: str = "4:2:0", device: str = "cpu") -> dict:
     """Mitigation 1: supervised fine-tuning on compressed patches, mixed q ~ U{10..90} or one ``quality``.
 
     It starts from the classifier's checkpoint and replaces its last ``steps`` steps (a cosine
@@ -171,6 +190,7 @@ def finetune(data: dict, classifier_file: str, steps: int, lr: float, batch_size
     X, y, _, _ = patches(**data)
     model = make_classifier(seed)
     model.load_state_dict(_checkpoint(classifier_file))
+    model.to(device)
     generator = torch.Generator().manual_seed(seed + 1)
     qualities = TRAIN_QUALITIES if quality is None else (quality,)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
@@ -179,12 +199,12 @@ def finetune(data: dict, classifier_file: str, steps: int, lr: float, batch_size
     def step_fn(idx, step):
         x = _augment(X[idx], generator)
         half = len(x) // 2
-        x = torch.cat([_compress_random(x[:half], generator, qualities, subsampling)[0], x[half:]])
-        return {"loss": F.cross_entropy(model(normalise(x)), y[idx])}
+        x = torch.cat([_compress_random(x[:half], generator, qualities, subsampling)[0], x[half:]]).to(device)
+        return {"loss": F.cross_entropy(model(normalise(x)), y[idx].to(device))}
 
     history = fit(model, _batches(len(X), batch_size, generator), step_fn, [optimizer], steps,
                   schedulers=[schedule], log_every=10, desc="fine-tune", progress=False)
-    return dict(state=model.state_dict(), loss=history["loss"])
+    return dict(state=_on_cpu(model.state_dict()), loss=history["loss"])
 
 
 # --- correctors -------------------------------------------------------------------------------
@@ -200,13 +220,13 @@ def _random_crops(x: torch.Tensor, size: int, generator: torch.Generator) -> tor
 
 def train_corrector(data: dict, steps: int, lr: float, batch_size: int, seed: int, conditioned: bool = True,
                     subsampling: str = "4:2:0", crop: int = 48, size: tuple = (32, 3),
-                    checkpoint_step: int | None = None) -> dict:
-    """Mitigation 2: the off-the-shelf corrector, trained for pixel fidelity (L1) on every photo's
-    training region at q ~ U{10..90}. It never sees a label or the task model. Crops of ``crop``
-    pixels are cut first and compressed at that size (the corrector is fully convolutional). Its
-    weights after ``checkpoint_step`` steps are returned too (where TTAC starts)."""
+                    checkpoint_step: int | None = None, device: str = "cpu") -> dict:
+    """Mitigation 2: the off-the-shelf corrector, trained on ``device`` for pixel fidelity (L1) on
+    every photo's training region at q ~ U{10..90}. It never sees a label or the task model. Crops
+    of ``crop`` pixels are cut first and compressed at that size (the corrector is fully
+    convolutional). Its weights after ``checkpoint_step`` steps are returned too (where TTAC starts)."""
     X, _, _, _ = patches(**data)
-    corrector = make_corrector(seed, conditioned, size)
+    corrector = make_corrector(seed, conditioned, size).to(device)
     checkpoint = Checkpoint(corrector, checkpoint_step)
     generator = torch.Generator().manual_seed(seed + 2)
     optimizer = torch.optim.Adam(corrector.parameters(), lr=lr)
@@ -214,11 +234,12 @@ def train_corrector(data: dict, steps: int, lr: float, batch_size: int, seed: in
     def step_fn(idx, step):
         clean = _random_crops(_augment(X[idx], generator), crop, generator)
         compressed, q = _compress_random(clean, generator, TRAIN_QUALITIES, subsampling)
-        return {"loss": jpeg.pixel_loss(corrector, clean, compressed, jpeg.table_features(q) if conditioned else None)}
+        tables = jpeg.table_features(q).to(device) if conditioned else None
+        return {"loss": jpeg.pixel_loss(corrector, clean.to(device), compressed.to(device), tables)}
 
     history = fit(corrector, _batches(len(X), batch_size, generator), step_fn, [optimizer], steps,
                   hooks=[checkpoint], log_every=10, desc="corrector", progress=False)
-    return dict(state=corrector.state_dict(), checkpoint=checkpoint.state, loss=history["loss"])
+    return dict(state=_on_cpu(corrector.state_dict()), checkpoint=_on_cpu(checkpoint.state), loss=history["loss"])
 
 
 def make_corrector(seed: int, conditioned: bool = True, size: tuple = (32, 3)) -> Corrector:
@@ -230,29 +251,30 @@ def make_corrector(seed: int, conditioned: bool = True, size: tuple = (32, 3)) -
 
 def train_ttac(data: dict, classifier_file: str, corrector_file: str, steps: int, lr: float, batch_size: int,
                seed: int, target: str = "logits", pixel_weight: float = 0.0, conditioned: bool = True,
-               subsampling: str = "4:2:0", size: tuple = (32, 3)) -> dict:
-    """Mitigation 3: task-targeted artifact correction. Starts from the off-the-shelf corrector's
-    checkpoint (and so replaces its last ``steps`` steps) and matches the frozen, fully trained
-    classifier's outputs on clean patches; the labels are never loaded."""
+               subsampling: str = "4:2:0", size: tuple = (32, 3), device: str = "cpu") -> dict:
+    """Mitigation 3: task-targeted artifact correction, trained on ``device``. Starts from the
+    off-the-shelf corrector's checkpoint (and so replaces its last ``steps`` steps) and matches the
+    frozen, fully trained classifier's outputs on clean patches; the labels are never loaded."""
     X, _, _, _ = patches(**data)
     classifier = make_classifier(seed)
     classifier.load_state_dict(_load(classifier_file)["state"])
-    task = TaskModel(classifier).eval().requires_grad_(False)
+    task = TaskModel(classifier).to(device).eval().requires_grad_(False)
     corrector = make_corrector(seed, conditioned, size)
     corrector.load_state_dict(_checkpoint(corrector_file))
+    corrector.to(device)
     generator = torch.Generator().manual_seed(seed + 3)
     optimizer = torch.optim.Adam(corrector.parameters(), lr=lr)
 
     def step_fn(idx, step):
         clean = _augment(X[idx], generator)
         compressed, q = _compress_random(clean, generator, TRAIN_QUALITIES, subsampling)
-        tables = jpeg.table_features(q) if conditioned else None
-        return {"loss": jpeg.task_targeted_loss(task, corrector, clean, compressed, tables, pixel_weight=pixel_weight,
-                                                target=target)}
+        tables = jpeg.table_features(q).to(device) if conditioned else None
+        return {"loss": jpeg.task_targeted_loss(task, corrector, clean.to(device), compressed.to(device), tables,
+                                                pixel_weight=pixel_weight, target=target)}
 
     history = fit(corrector, _batches(len(X), batch_size, generator), step_fn, [optimizer], steps, log_every=10,
                   desc="TTAC", progress=False)
-    return dict(state=corrector.state_dict(), loss=history["loss"])
+    return dict(state=_on_cpu(corrector.state_dict()), loss=history["loss"])
 
 
 # --- evaluation: one seed's settings on the real codec -----------------------------------------
@@ -272,16 +294,19 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
-def load_model(path: str, kind: str, seed: int, conditioned: bool = True, size: tuple = (32, 3)) -> torch.nn.Module:
-    """The final weights of a run saved at ``path``: a classifier (``kind="classifier"``) or a corrector."""
+def load_model(path: str, kind: str, seed: int, conditioned: bool = True, size: tuple = (32, 3),
+               device: str = "cpu") -> torch.nn.Module:
+    """The final weights of a run saved at ``path``, on ``device``: a classifier (``kind="classifier"``)
+    or a corrector."""
     model = make_classifier(seed) if kind == "classifier" else make_corrector(seed, conditioned, tuple(size))
     model.load_state_dict(_load(path)["state"])
-    return model.eval()
+    return model.to(device).eval()
 
 
 def evaluate(data: dict, seed: int, classifier_file: str, settings: list[dict], qualities: list[int],
-             subsampling: str, size: tuple, codec_ablations: bool = False) -> dict:
-    """Score one seed's ``settings`` on the test patches at every quality (0 = clean) it lists.
+             subsampling: str, size: tuple, codec_ablations: bool = False, device: str = "cpu") -> dict:
+    """Score one seed's ``settings`` on the test patches at every quality (0 = clean) it lists; the
+    models run on ``device``, the codec and the scores on the CPU.
 
     A setting is ``dict(name, file, kind="classifier" | "corrector", conditioned, qualities)``: a
     classifier sees the compressed patches; a corrector's output (clean patches corrected as if
@@ -289,8 +314,9 @@ def evaluate(data: dict, seed: int, classifier_file: str, settings: list[dict], 
     0/1 per patch) and ``sq_error`` (name -> each patch's squared error at q = 10).
     """
     _, _, X, y = patches(**data)
-    classifier = load_model(classifier_file, "classifier", seed)
-    models = {s["name"]: load_model(s["file"], s["kind"], seed, s.get("conditioned", True), size) for s in settings}
+    classifier = load_model(classifier_file, "classifier", seed, device=device)
+    models = {s["name"]: load_model(s["file"], s["kind"], seed, s.get("conditioned", True), size, device)
+              for s in settings}
     out: dict[str, Any] = dict(rows=[], correct={}, sq_error={})
     for q in [CLEAN, *qualities]:
         scored = [s for s in settings if q in s["qualities"]]
@@ -323,10 +349,13 @@ def compress(X: torch.Tensor, quality: int, subsampling: str, resize_first: bool
 
 
 def correct(corrector, X: torch.Tensor, quality: int) -> torch.Tensor:
-    """``corrector``'s output on ``X`` compressed at ``quality``, in chunks of ``EVAL_CHUNK``."""
-    tables = jpeg.table_features([quality] * len(X)) if corrector.conditioned else None
+    """``corrector``'s output ``(n, 3, H, W)`` on the CPU for ``X`` compressed at ``quality``, in chunks
+    of ``EVAL_CHUNK`` moved to the corrector's device."""
+    device = _device_of(corrector)
+    tables = jpeg.table_features([quality] * len(X)).to(device) if corrector.conditioned else None
     with torch.no_grad():
-        return torch.cat([corrector(X[i:i + EVAL_CHUNK], None if tables is None else tables[i:i + EVAL_CHUNK])
+        return torch.cat([corrector(X[i:i + EVAL_CHUNK].to(device),
+                                    None if tables is None else tables[i:i + EVAL_CHUNK]).cpu()
                           for i in range(0, len(X), EVAL_CHUNK)])
 
 
@@ -355,21 +384,23 @@ def region_rate(quality: int, subsampling: str) -> dict:
 
 # --- detection (full budget): the chapter-05 detector on compressed scenes -------------------
 
-def detection_sweep(seed: int, qualities: list[int], subsampling: str, workers: int = 0) -> list[dict]:
+def detection_sweep(seed: int, qualities: list[int], subsampling: str, workers: int = 0,
+                    device: str = "cpu") -> list[dict]:
     """Box AP (overall, per size bucket and per test fold, in points) of chapter 05's dense detector
-    on its test scenes compressed at each quality (0 = clean). The detector comes from chapter 05's
-    cached stages; run as one of this chapter's runs, it trains beside the first stage."""
+    on its test scenes compressed at each quality (0 = clean; the codec runs on the CPU). The
+    detector comes from chapter 05's cached stages, trained and scored on ``device``; run as one of
+    this chapter's runs, it trains beside the first stage."""
     from labkit.experiments import lottery, lottery_runs
 
-    lcfg = lottery.from_budget("full", seed=seed, workers=workers)
+    lcfg = lottery.from_budget("full", seed=seed, workers=workers, device=device)
     _, dense = lottery.dense_run(lcfg)
-    model = lottery_runs.make_detector(lcfg.seed)
+    model = lottery_runs.make_detector(lcfg.seed, device=device)
     model.load_state_dict(dense["state"])
     _, test = lottery_runs.scenes(**lottery.data_kwargs(lcfg))
     rows = []
     for q in [CLEAN, *qualities]:
         images = test.images if q == CLEAN else jpeg.jpeg_roundtrip(test.images, q, subsampling)[0]
-        metrics = lottery_runs.evaluate(model, dataclasses.replace(test, images=images), lcfg.num_folds)
+        metrics = lottery_runs.evaluate(model, dataclasses.replace(test, images=images), lcfg.num_folds, device=device)
         rows.append(dict(quality=q, **{k: 100 * v for k, v in metrics["metrics"].items()},
                          folds=[{k: 100 * v for k, v in f.items()} for f in metrics["folds"]]))
     return rows

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from labkit.cache import cached_runs
+from labkit.config import check_device, workers_for
 from labkit.config import from_budget as _from_budget
 from labkit.experiments.knowledge_evolution_runs import train_generations
 from labkit.methods import knowledge_evolution as ke
@@ -37,7 +38,7 @@ class KEConfig:
 
     budget: str = "quick"
     seed: int = 0
-    device: str = "cpu"
+    device: str = "cpu"  # "cuda" on a GPU machine (the runs then go in this process)
     workers: int = 0  # 0: one process per core
     # the main experiment: KE and its controls on few-shot digits
     dataset: str = "digits"
@@ -78,7 +79,9 @@ BUDGETS: dict[str, dict[str, Any]] = {
 
 
 def from_budget(budget: str = "quick", **overrides: Any) -> KEConfig:
-    return _from_budget(KEConfig, budget, BUDGETS, **overrides)
+    cfg = _from_budget(KEConfig, budget, BUDGETS, **overrides)
+    check_device(cfg.device)
+    return cfg
 
 
 def _base(cfg: KEConfig) -> dict[str, Any]:
@@ -172,11 +175,13 @@ def mask_examples(cfg: KEConfig) -> dict[str, Any]:
 
 
 def run(cfg: KEConfig) -> dict[str, Any]:
-    """Everything the chapter shows, as plain data."""
+    """Everything the chapter shows, as plain data. Every training run goes to ``cfg.device``; the
+    slim costs and mask examples count and draw on the CPU (the same numbers on any device)."""
     ablations = ablation_runs(cfg)
     planned = {"main": main_runs(cfg), "ablation": [run for _, run in ablations], "sizes": size_runs(cfg),
                "glyphs": glyph_runs(cfg)}
-    done = iter(cached_runs("ke-generations", train_generations, sum(planned.values(), []), cfg.workers))
+    done = iter(cached_runs("ke-generations", train_generations, sum(planned.values(), []),
+                            workers_for(cfg.device, cfg.workers)))
     results = {name: [next(done) for _ in runs] for name, runs in planned.items()}
     return results | {"config": dataclasses.asdict(cfg), "ablation_labels": [label for label, _ in ablations],
                       "costs": slim_costs(cfg), "masks": mask_examples(cfg)}

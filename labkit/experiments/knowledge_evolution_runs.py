@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from labkit.config import check_choice, check_positive_int
+from labkit.config import check_choice, check_device, check_positive_int
 from labkit.data import load_small_data
 from labkit.methods import knowledge_evolution as ke
 from labkit.models import init_weights, make_backbone
@@ -60,6 +60,7 @@ def _train(model, X, y, *, num_steps: int, lr: float, momentum: float, weight_de
     checkpoints: list = []
 
     def step_fn(index: torch.Tensor, step: int) -> dict:
+        index = index.to(X.device)  # drawn on the CPU generator: the same batches on any device
         inputs = X[index]
         if noise_std:  # light noise augmentation
             inputs = inputs + noise_std * torch.randn(inputs.shape, generator=generator).to(inputs.device)
@@ -89,8 +90,10 @@ def train_generations(mode: str = "ke", *, dataset: str = "digits", samples_per_
     with that many training images per class, so that a sweep over sizes shares one test set (digits
     draws training images nested by ``data_seed``, so a larger split's test part lies inside a
     smaller one's; the glyphs test part does not depend on the size).
+    Trains on ``device`` (every random draw on a CPU generator, then moved); returns NumPy arrays.
     """
     check_choice("mode", mode, MODES)
+    check_device(device)
     check_positive_int("num_generations", num_generations)
     check_positive_int("epochs_per_generation", epochs_per_generation)
     classes = {"num_classes": num_classes} if num_classes else {}  # glyphs: how many classes to draw

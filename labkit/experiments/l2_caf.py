@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from labkit.cache import cached_runs
-from labkit.config import check_choice, check_positive_int
+from labkit.config import check_choice, check_device, check_positive_int, workers_for
 from labkit.config import from_budget as _from_budget
 from labkit.experiments import l2_caf_runs as runs
 from labkit.experiments.l2_caf_runs import CAM, CENTRE, GRAD_CAM, OBLIVIOUS, SPECIFIC, SPECIFIC_POSITIVE
@@ -61,6 +61,7 @@ class CafConfig:
     budget: str = "quick"
     seed: int = 0
     workers: int = 0
+    device: str = "cpu"  # "cuda" on a GPU machine (the runs then go in this process)
     seeds: int = 1
     kinds: tuple = ("cam",)
     image_size: int = 64
@@ -91,6 +92,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
 
 def from_budget(budget: str = "quick", **overrides: Any) -> CafConfig:
     cfg = _from_budget(CafConfig, budget, BUDGETS, **overrides)
+    check_device(cfg.device)
     for name in ("seeds", "num_train", "num_test", "num_pairs", "steps", "batch_size", "max_iters", "keep",
                  "timing_images", "timing_repeats"):
         check_positive_int(name, getattr(cfg, name))
@@ -129,23 +131,29 @@ def _scored(out: dict, sets: runs.Sets, image_size: int) -> dict:
 def _correlations(net: runs.ShapeNet, sets: runs.Sets) -> np.ndarray:
     """Per test image, Grad-CAM against ReLU(CAM) (Grad-CAM's own ReLU; on a GAP + linear head
     Grad-CAM = ReLU(CAM) / HW exactly); for the MLP head, CAM with W₂W₁ as the class weights (the
-    head with its ReLU dropped: ours, to show what the ReLU gating changes)."""
-    A = l2_caf.capture(net, "trunk.3", sets.test_x)
+    head with its ReLU dropped: ours, to show what the ReLU gating changes). The maps are computed
+    on ``net``'s device and correlated on the CPU."""
+    device = runs.device_of(net)
+    x, y = sets.test_x.to(device), sets.test_y.to(device)
+    A = l2_caf.capture(net, "trunk.3", x)
     weight = net.head[-1].weight if net.kind == "cam" else net.head[-1].weight @ net.head[-3].weight
-    grad = l2_caf.grad_cam(net, "trunk.3", sets.test_x, sets.test_y)
-    return runs.map_correlation(grad, torch.relu(l2_caf.cam(A, weight.detach(), sets.test_y)))
+    grad = l2_caf.grad_cam(net, "trunk.3", x, y)
+    return runs.map_correlation(grad.cpu(), torch.relu(l2_caf.cam(A, weight.detach(), y)).cpu())
 
 
 def run_network(kind: str, data: dict, seed: int, steps: int, widths: tuple, batch_size: int, lr: float,
-                max_iters: int, tolerance: float, keep: int, ablations: tuple = ()) -> dict:
-    """Train one network and explain its test set with every method (see the module docstring)."""
+                max_iters: int, tolerance: float, keep: int, ablations: tuple = (), device: str = "cpu") -> dict:
+    """Train one network on ``device`` and explain its test set with every method (see the module
+    docstring). The images stay on the CPU and move over in batches; everything returned is on the
+    CPU."""
     sets = runs.make_sets(**data)
     size = data["image_size"]
-    net, history = runs.train_net(kind, sets, seed, steps=steps, batch_size=batch_size, lr=lr, widths=widths)
+    net, history = runs.train_net(kind, sets, seed, steps=steps, batch_size=batch_size, lr=lr, widths=widths,
+                                  device=device)
     caf = dict(max_iters=max_iters, tolerance=tolerance, seed=seed)
     out: dict[str, Any] = dict(kind=kind, seed=seed, history=history, quality=runs.quality(net, sets),
                                net=dict(kind=kind, widths=tuple(widths)),
-                               state={k: v.detach().clone() for k, v in net.state_dict().items()})
+                               state={k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()})
     out["methods"] = {}
     for method in runs.methods_for(kind):
         found = runs.attention_maps(net, sets.test_x, sets.test_y, method, **caf)
@@ -173,7 +181,7 @@ def run_network(kind: str, data: dict, seed: int, steps: int, widths: tuple, bat
 def plan(cfg: CafConfig) -> list[dict]:
     """``run_network`` kwargs for every (network, seed)."""
     common = dict(data=data_kwargs(cfg), steps=cfg.steps, widths=tuple(cfg.widths), batch_size=cfg.batch_size,
-                  lr=cfg.lr, max_iters=cfg.max_iters, tolerance=cfg.tolerance, keep=cfg.keep)
+                  lr=cfg.lr, max_iters=cfg.max_iters, tolerance=cfg.tolerance, keep=cfg.keep, device=cfg.device)
     return [dict(kind=kind, seed=cfg.seed + i, ablations=tuple(cfg.ablations) if kind == "cam" else (), **common)
             for kind in cfg.kinds for i in range(cfg.seeds)]
 
@@ -181,7 +189,7 @@ def plan(cfg: CafConfig) -> list[dict]:
 def run(cfg: CafConfig) -> dict[str, Any]:
     """Every run, grouped as ``nets[kind]`` → list over seeds."""
     steps = plan(cfg)
-    done = cached_runs("l2caf-run", run_network, steps, cfg.workers)
+    done = cached_runs("l2caf-run", run_network, steps, workers_for(cfg.device, cfg.workers))
     nets: dict[str, list] = {}
     for kw, result in zip(steps, done):
         nets.setdefault(kw["kind"], []).append(result)
@@ -196,14 +204,14 @@ def chapter_sets(results_or_config: dict | CafConfig) -> runs.Sets:
     return runs.make_sets(**data_kwargs(cfg))
 
 
-def trained_net(results: dict, kind: str = "cam", seed_index: int = 0) -> runs.ShapeNet:
-    """The trained network of one run (eval mode), rebuilt from its stored weights."""
+def trained_net(results: dict, kind: str = "cam", seed_index: int = 0, device: str = "cpu") -> runs.ShapeNet:
+    """The trained network of one run (eval mode, on ``device``), rebuilt from its stored weights."""
     if kind not in results["nets"]:
         raise ValueError(f"kind={kind!r} was not trained at this budget; trained: {', '.join(results['nets'])}")
     entry = results["nets"][kind][seed_index]
     net = runs.ShapeNet(**entry["net"])
     net.load_state_dict(entry["state"])
-    return net.eval()
+    return net.to(check_device(device)).eval()
 
 
 SIZES = ("all", "medium", "large")
@@ -310,19 +318,21 @@ def quality_table(results: dict) -> list[dict]:
 # --- timing (in the notebook's process, after the parallel runs) -------------------------------------
 
 def _seconds(fn) -> float:
+    """Wall-clock seconds of ``fn()``; ``attention_maps`` returns CPU tensors, so the time includes
+    the device's work."""
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
 
 
-def timing(results: dict, iterations: int = 50) -> dict:
+def timing(results: dict, iterations: int = 50, device: str = "cpu") -> dict:
     """Per repeat: seconds per image of the official loop (fast mode, one image at a time) and of the
     batched filters, and seconds per iteration in fast and in slow mode (``iterations`` fixed, one
-    image at a time). Run on the first CAM network (or the first trained) and ``timing_images``
-    test images."""
+    image at a time). Run on ``device``, on the first CAM network (or the first trained) and
+    ``timing_images`` test images."""
     cfg = results["config"]
     kind = "cam" if "cam" in results["nets"] else next(iter(results["nets"]))
-    net, sets = trained_net(results, kind), chapter_sets(results)
+    net, sets = trained_net(results, kind, device=device), chapter_sets(results)
     x, y = sets.test_x[: cfg["timing_images"]], sets.test_y[: cfg["timing_images"]]
     method = OBLIVIOUS if kind == "retrieval" else SPECIFIC
     caf = dict(max_iters=cfg["max_iters"], tolerance=cfg["tolerance"])
@@ -336,7 +346,7 @@ def timing(results: dict, iterations: int = 50) -> dict:
         for mode, slow in (("fast_iteration", False), ("slow_iteration", True)):
             out[mode].append(_seconds(lambda: [runs.attention_maps(net, a, b, method, slow=slow, **fixed)
                                                for a, b in one]) / (len(x) * iterations))
-    return dict(network=kind, method=method, images=len(x), threads=torch.get_num_threads(), **out)
+    return dict(network=kind, method=method, images=len(x), threads=torch.get_num_threads(), device=device, **out)
 
 
 def timing_lines(timing: dict) -> str:
@@ -344,7 +354,7 @@ def timing_lines(timing: dict) -> str:
     mean = {k: float(np.mean(timing[k])) for k in ("loop", "batched", "fast_iteration", "slow_iteration")}
     return "\n".join([
         f"{timing['method']} on the {timing['network']} net, {timing['images']} test images, "
-        f"{timing['threads']} threads, mean of {len(timing['loop'])} repeats:",
+        f"{timing['threads']} threads, on {timing.get('device', 'cpu')}, mean of {len(timing['loop'])} repeats:",
         f"  official loop (one image at a time, fast mode): {mean['loop']:.4f} s per image",
         f"  batched filters (all images at once, fast mode): {mean['batched']:.4f} s per image "
         f"({mean['loop'] / mean['batched']:.1f}× the images per second)",

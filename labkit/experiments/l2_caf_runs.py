@@ -20,6 +20,11 @@ head. The filter sits after the block's ReLU.
 **Maps** (``attention_maps``): L2-CAF class-specific and class-oblivious (fast mode, batched),
 Grad-CAM, CAM and a centre prior, each as low-resolution maps ``(n, h, w)`` that ``score`` puts
 through the one post-processing of ``labkit.metrics.localization``.
+
+**Devices**: ``train_net(..., device=)`` trains on the CPU or a GPU; every other function runs on
+the device its network is on (images move there batch by batch) and returns CPU tensors. L2-CAF's
+filters and their optimiser stay on the CPU, where ``l2_caf.optimise_filters`` draws them: only
+the network's replay runs on the device, so the draws, and the maps on the CPU, do not depend on it.
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labkit.config import check_choice
+from labkit.config import check_choice, check_device
 from labkit.data.scenes import SceneConfig, make_scenes
 from labkit.losses.ranking import triplet_loss
 from labkit.methods import l2_caf
@@ -170,9 +175,16 @@ class ShapeNet(nn.Module):
 RETRIEVAL_FINETUNE = 4  # the retrieval net fine-tunes for steps / 4 at lr / 3 after its classifier pretraining
 
 
+def device_of(net: nn.Module) -> torch.device:
+    """The device ``net``'s parameters are on."""
+    return next(net.parameters()).device
+
+
 def _fit(net: ShapeNet, sets: Sets, seed: int, steps: int, batch_size: int, lr: float) -> dict:
     """Adam with linear decay on random batches, cross-entropy (classifiers) or the batch-hard
-    triplet loss (margin 0.2, the retrieval net), then BN recalibration."""
+    triplet loss (margin 0.2, the retrieval net), then BN recalibration. Trains on ``net``'s
+    device; the batch indices are drawn on the CPU."""
+    device = device_of(net)
     n = len(sets.train_x)
     generator = torch.Generator().manual_seed(seed)
     batches = (torch.randperm(n, generator=generator)[:batch_size] for _ in iter(int, 1))
@@ -180,7 +192,7 @@ def _fit(net: ShapeNet, sets: Sets, seed: int, steps: int, batch_size: int, lr: 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1 - i / steps)
 
     def step_fn(index: torch.Tensor, step: int) -> dict:
-        out, y = net(sets.train_x[index]), sets.train_y[index]
+        out, y = net(sets.train_x[index].to(device)), sets.train_y[index].to(device)
         return {"loss": triplet_loss(out, y) if net.kind == "retrieval" else F.cross_entropy(out, y)}
 
     history = fit(net, batches, step_fn, [optimizer], steps, schedulers=[schedule], log_every=10, progress=False)
@@ -189,20 +201,21 @@ def _fit(net: ShapeNet, sets: Sets, seed: int, steps: int, batch_size: int, lr: 
 
 
 def train_net(kind: str, sets: Sets, seed: int, steps: int = 250, batch_size: int = 64, lr: float = 3e-3,
-              widths: tuple = (16, 32, 64, 64)) -> tuple[ShapeNet, dict]:
-    """Train one network; returns it in eval mode and its history.
+              widths: tuple = (16, 32, 64, 64), device: str = "cpu") -> tuple[ShapeNet, dict]:
+    """Train one network on ``device``; returns it (in eval mode, on ``device``) and its history.
 
     The retrieval net is trained as the paper's are, a pretrained classifier fine-tuned with a
     ranking loss: the cam classifier of the same seed (identical to the chapter's), then its trunk
     under a new embedding head for ``steps / 4`` steps of the batch-hard triplet loss at ``lr / 3``.
     From scratch, every ranking loss we tried (batch-hard triplet, contrastive, N-pair, on random
     or class-balanced batches) stayed near chance Recall@1 within the budget, in our pilots."""
+    device = check_device(device)
     torch.manual_seed(seed)
     if kind != "retrieval":
-        net = ShapeNet(kind, widths=widths)
+        net = ShapeNet(kind, widths=widths).to(device)  # initialised on the CPU: the same weights on any device
         return net.eval(), _fit(net, sets, seed, steps, batch_size, lr)
-    classifier, pretraining = train_net("cam", sets, seed, steps, batch_size, lr, widths)
-    net = ShapeNet("retrieval", widths=widths)
+    classifier, pretraining = train_net("cam", sets, seed, steps, batch_size, lr, widths, device=device)
+    net = ShapeNet("retrieval", widths=widths).to(device)
     net.trunk.load_state_dict(classifier.trunk.state_dict())
     history = _fit(net, sets, seed + 1, max(1, steps // RETRIEVAL_FINETUNE), batch_size, lr / 3)
     return net.eval(), {"pretraining loss": pretraining["loss"], **history}
@@ -213,14 +226,16 @@ def recalibrate_batch_norm(net: nn.Module, x: torch.Tensor, batch_size: int = 25
     """Replace BN's running statistics by their average over ``x`` (a mean of batch means, exact for
     equal batches) with the final weights. The
     moving averages lag a short, fast training run (eval accuracy 0.44 against 0.60 in train mode,
-    in our pilot), and L2-CAF explains the network in eval mode, so eval mode must be the network."""
+    in our pilot), and L2-CAF explains the network in eval mode, so eval mode must be the network.
+    ``x`` may stay on the CPU: each batch moves to ``net``'s device."""
+    device = device_of(net)
     norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # a cumulative average
     net.train()
     for lo in range(0, len(x), batch_size):
-        net(x[lo:lo + batch_size])
+        net(x[lo:lo + batch_size].to(device))
     for m in norms:
         m.momentum = 0.1
     net.eval()
@@ -228,7 +243,9 @@ def recalibrate_batch_norm(net: nn.Module, x: torch.Tensor, batch_size: int = 25
 
 @torch.no_grad()
 def predict(net: ShapeNet, x: torch.Tensor) -> torch.Tensor:
-    return net.eval()(x)
+    """The eval-mode outputs ``(n, K)`` for ``x`` ``(n, 3, S, S)``, computed on ``net``'s device and
+    returned on the CPU."""
+    return net.eval()(x.to(device_of(net))).cpu()
 
 
 def quality(net: ShapeNet, sets: Sets) -> dict:
@@ -242,12 +259,19 @@ def quality(net: ShapeNet, sets: Sets) -> dict:
 
 def _l2_caf(net: ShapeNet, x: torch.Tensor, kind: str, target: torch.Tensor | None, layer: str, slow: bool,
             seed: int, **options) -> dict:
-    index = LAYERS[layer]
+    index, device = LAYERS[layer], device_of(net)
+    x, target = x.to(device), None if target is None else target.cpu()
     with l2_caf.frozen(net):
         A = l2_caf.capture(net, f"trunk.{index}", x)
-        reference = predict(net, x) if kind == "oblivious" else None
-        forward = (l2_caf.filtered_forward(net, f"trunk.{index}", x) if slow
-                   else lambda f_hat: net.forward_from(index, A * f_hat[:, None]))
+        reference = predict(net, x) if kind == "oblivious" else None  # (n, K), CPU
+        replay = (l2_caf.filtered_forward(net, f"trunk.{index}", x) if slow
+                  else lambda f_hat: net.forward_from(index, A * f_hat[:, None]))
+
+        def forward(f_hat: torch.Tensor) -> torch.Tensor:
+            # the filters live on the CPU (optimise_filters draws and steps them there); the replay on
+            # the network's device, and its outputs come back (no-ops on the CPU)
+            return replay(f_hat.to(device)).cpu()
+
         start = time.perf_counter()
         out = l2_caf.optimise_filters(forward, (len(x), *A.shape[2:]), kind, reference, target,
                                       generator=torch.Generator().manual_seed(seed), **options)
@@ -260,7 +284,7 @@ def attention_maps(net: ShapeNet, x: torch.Tensor, y: torch.Tensor, method: str,
     """One method's low-resolution maps ``(n, h, w)`` for images ``x`` (``y`` the class to explain),
     with ``iterations`` and ``seconds`` (per image) for L2-CAF. ``options`` go to
     ``l2_caf.optimise_filters``; L2-CAF maps are ``|f|``, the official heatmap, and ``signed`` keeps
-    f̂ itself."""
+    f̂ itself. Runs on ``net``'s device; everything returned is on the CPU."""
     check_choice("method", method, METHODS)
     check_choice("layer", layer, LAYERS)
     if method in (SPECIFIC, OBLIVIOUS):
@@ -268,18 +292,20 @@ def attention_maps(net: ShapeNet, x: torch.Tensor, y: torch.Tensor, method: str,
         out = _l2_caf(net, x, kind, y if kind == "specific" else None, layer, slow, seed, **options)
         return dict(maps=out["filters"].abs(), signed=out["filters"], iterations=out["iterations"].numpy(),
                     seconds=out["seconds"] / len(x), losses=out["losses"], snapshots=out["snapshots"])
-    name = f"trunk.{LAYERS[layer]}"
+    name, device = f"trunk.{LAYERS[layer]}", device_of(net)
+    if method == CAM and (net.kind != "cam" or layer != "last"):
+        raise ValueError("method='CAM' needs the GAP + linear network (kind='cam') at layer='last'")
+    x, y = x.to(device), None if y is None else y.to(device)
     start = time.perf_counter()
     if method == GRAD_CAM:
         maps = l2_caf.grad_cam(net, name, x, None if net.kind == "retrieval" else y)
     elif method == CAM:
-        if net.kind != "cam" or layer != "last":
-            raise ValueError("method='CAM' needs the GAP + linear network (kind='cam') at layer='last'")
         maps = l2_caf.cam(l2_caf.capture(net, name, x), net.head[-1].weight.detach(), y)
     else:
         side = l2_caf.capture(net, name, x[:1]).shape[-1]
         centre = torch.full((len(x), 2), (side - 1) / 2)
         maps = l2_caf.gaussian_bump(centre, side, side)
+    maps = maps.cpu()  # inside the timing: the copy waits for the device to finish
     return dict(maps=maps, seconds=(time.perf_counter() - start) / len(x))
 
 

@@ -14,6 +14,10 @@ for every seed; the secondary analyses (layer-wise, iterative, rewind points, mo
 transfer) for the first seed only. ``results`` is the first seed's results, with the other seeds'
 under ``other_seeds`` in the same layout; the tables average over the seeds that trained a network,
 and ``claims`` (``lottery_claims``) judges the spec's E1–E9 with intervals over those seeds.
+
+``cfg.device`` is where every run trains and evaluates (each run's keyword, and so its cache key);
+on CUDA the runs go one after another in this process (``labkit.config.workers_for``) and return
+their results on the CPU.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import numpy as np
 import scipy.stats
 
 from labkit.cache import artifact, cached_runs
-from labkit.config import check_choice, check_device
+from labkit.config import check_choice, check_device, workers_for
 from labkit.config import from_budget as _from_budget
 from labkit.experiments import lottery_runs as runs
 from labkit.methods import lottery
@@ -124,6 +128,10 @@ def seed_configs(cfg: LotteryConfig) -> list[LotteryConfig]:
     return [dataclasses.replace(cfg, seed=cfg.seed + k) for k in range(cfg.num_seeds)]
 
 
+def _workers(cfg: LotteryConfig) -> int:
+    return workers_for(cfg.device, cfg.workers)
+
+
 def data_kwargs(cfg: LotteryConfig) -> dict:
     return dict(image_size=cfg.image_size, contrast=cfg.contrast, clutter=cfg.clutter, num_train=cfg.num_train,
                 num_test=cfg.num_test, seed=cfg.seed)
@@ -142,7 +150,7 @@ def rewind_step(cfg: LotteryConfig, frac: float | None = None) -> int:
 def _pretrain_kwargs(cfg: LotteryConfig) -> dict:
     return dict(image_size=cfg.image_size, contrast=cfg.contrast, clutter=cfg.clutter, num_crops=cfg.num_crops,
                 crop_size=cfg.crop_size, steps=cfg.pretrain_steps, lr=cfg.pretrain_lr, seed=cfg.seed,
-                rewind_frac=cfg.rewind_frac)
+                rewind_frac=cfg.rewind_frac, device=cfg.device)
 
 
 def _prune_kwargs(cfg: LotteryConfig, pretrain_file: str, sparsity: float) -> dict:
@@ -155,13 +163,14 @@ def dense_kwargs(cfg: LotteryConfig, pretrain_file: str) -> dict:
     return dict(data=data_kwargs(cfg), train=train_kwargs(cfg), pretrain_file=pretrain_file,
                 checkpoint_steps=sorted({0, rewind_step(cfg)} | {rewind_step(cfg, f) for f in cfg.rewind_fracs}),
                 snapshot_steps=sorted({rewind_step(cfg, f) for f in cfg.early_bird_fracs}),
-                keeps=[round(1 - s, 6) for s in levels], num_folds=cfg.num_folds)
+                keeps=[round(1 - s, 6) for s in levels], num_folds=cfg.num_folds, device=cfg.device)
 
 
 def ticket_plan(cfg: LotteryConfig, dense_file: str, headline_only: bool = False) -> list[tuple[str, dict]]:
     """(section, kwargs of ``runs.ticket``) for every ticket trained on one seed's dense run;
     ``headline_only``: the global tickets at ``headline_sparsities`` and the two controls."""
-    common = dict(data=data_kwargs(cfg), train=train_kwargs(cfg), dense_file=dense_file, num_folds=cfg.num_folds)
+    common = dict(data=data_kwargs(cfg), train=train_kwargs(cfg), dense_file=dense_file, num_folds=cfg.num_folds,
+                  device=cfg.device)
     at = rewind_step(cfg)
     control_keep = round(1 - cfg.control_sparsity, 6)
     levels = cfg.headline_sparsities if headline_only else cfg.sparsities
@@ -193,7 +202,7 @@ def _cost(kwargs: dict) -> int:
 
 
 def _pretrained(cfg: LotteryConfig) -> tuple[dict, str]:
-    pretrained = cached_runs("lottery-pretrain", runs.pretrain, [_pretrain_kwargs(cfg)], cfg.workers)[0]
+    pretrained = cached_runs("lottery-pretrain", runs.pretrain, [_pretrain_kwargs(cfg)], _workers(cfg))[0]
     return pretrained, artifact("lottery-pretrain", _pretrain_kwargs(cfg), pretrained)
 
 
@@ -202,7 +211,7 @@ def dense_run(cfg: LotteryConfig) -> tuple[dict, dict]:
     ``run`` through the cache; chapters 07 and 08 score this detector)."""
     pretrained, pretrain_file = _pretrained(cfg)
     dense = cached_runs("lottery-stage2", _stage2, [dict(kind="dense", kwargs=dense_kwargs(cfg, pretrain_file))],
-                        cfg.workers)[0]
+                        _workers(cfg))[0]
     return pretrained, dense
 
 
@@ -210,12 +219,12 @@ def run(cfg: LotteryConfig) -> dict[str, Any]:
     """Every run of the chapter, staged as the module docstring says."""
     configs = seed_configs(cfg)
     pretrain_kwargs = [_pretrain_kwargs(c) for c in configs]
-    pretrained = cached_runs("lottery-pretrain", runs.pretrain, pretrain_kwargs, cfg.workers)
+    pretrained = cached_runs("lottery-pretrain", runs.pretrain, pretrain_kwargs, _workers(cfg))
     pretrain_files = [artifact("lottery-pretrain", kw, p) for kw, p in zip(pretrain_kwargs, pretrained)]
     prune_kwargs = [_prune_kwargs(cfg, pretrain_files[0], s) for s in cfg.transfer_sparsities]
     stage2 = cached_runs("lottery-stage2", _stage2,
                          [dict(kind="dense", kwargs=dense_kwargs(c, f)) for c, f in zip(configs, pretrain_files)]
-                         + [dict(kind="prune", kwargs=kw) for kw in prune_kwargs], cfg.workers)
+                         + [dict(kind="prune", kwargs=kw) for kw in prune_kwargs], _workers(cfg))
     denses, backbones = stage2[:len(configs)], stage2[len(configs):]
     dense_files = [artifact("lottery-dense", dense_kwargs(c, f), d) for c, f, d in zip(configs, pretrain_files, denses)]
     plan = [(k, section, kw) for k, (c, f) in enumerate(zip(configs, dense_files))
@@ -223,9 +232,9 @@ def run(cfg: LotteryConfig) -> dict[str, Any]:
     for kw, backbone in zip(prune_kwargs, backbones):
         plan.append((0, "transfer", dict(kind="transfer", data=data_kwargs(cfg), train=train_kwargs(cfg),
                                          pretrain_file=artifact("lottery-prune", kw, backbone),
-                                         dense_file=dense_files[0], num_folds=cfg.num_folds)))
+                                         dense_file=dense_files[0], num_folds=cfg.num_folds, device=cfg.device)))
     order = sorted(range(len(plan)), key=lambda i: -_cost(plan[i][2]))  # longest first: the cores stay busy
-    done = dict(zip(order, cached_runs("lottery-tickets", _stage3, [plan[i][2] for i in order], cfg.workers)))
+    done = dict(zip(order, cached_runs("lottery-tickets", _stage3, [plan[i][2] for i in order], _workers(cfg))))
     tickets: list[dict[str, list]] = [{} for _ in configs]
     for i, (k, section, kw) in enumerate(plan):
         tickets[k].setdefault(section, []).append(dict(

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from labkit.cache import artifact, cached_runs
-from labkit.config import check_choice, check_positive_int, check_range
+from labkit.config import check_choice, check_device, check_positive_int, check_range, workers_for
 from labkit.config import from_budget as _from_budget
 from labkit.experiments import slade_runs as runs
 from labkit.experiments import slade_student as student
@@ -51,6 +51,7 @@ class SladeConfig:
     budget: str = "quick"
     seed: int = 0
     workers: int = 0  # 0: one process per core
+    device: str = "cpu"  # "cuda" on a GPU machine (the runs then go in this process)
     seeds: int = 1  # the main rows: teacher, control, the three students, SSL and round 2
     widths: tuple = (16, 32, 64)
     teacher_steps: int = 250
@@ -88,6 +89,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
 
 def from_budget(budget: str = "quick", **overrides: Any) -> SladeConfig:
     cfg = _from_budget(SladeConfig, budget, BUDGETS, **overrides)
+    check_device(cfg.device)
     for name in ("seeds", "teacher_steps", "student_steps", "k", "control_eval_every"):
         check_positive_int(name, getattr(cfg, name))
     check_choice("rounds", cfg.rounds, (1, 2))
@@ -122,7 +124,7 @@ def seeds(cfg: SladeConfig) -> list[int]:
 
 
 def teacher_kwargs(cfg: SladeConfig, seed: int) -> dict:
-    return dict(pools=pools(cfg), seed=seed, steps=cfg.teacher_steps, widths=tuple(cfg.widths))
+    return dict(pools=pools(cfg), seed=seed, steps=cfg.teacher_steps, widths=tuple(cfg.widths), device=cfg.device)
 
 
 def student_kwargs(cfg: SladeConfig, seed: int, teacher_file: str, *, pair_source: str = "basis",
@@ -132,7 +134,7 @@ def student_kwargs(cfg: SladeConfig, seed: int, teacher_file: str, *, pair_sourc
     values = {**dict(k=cfg.k, delta=cfg.delta, lambda1=cfg.lambda1), **chosen}
     return dict(pools=pools(cfg, novel_fraction, novel_from_test), seed=seed, steps=cfg.student_steps, teacher_file=teacher_file,
                 pair_source=pair_source, select=select, lambda2=cfg.lambda2, warmup=cfg.warmup,
-                widths=tuple(cfg.widths), **values)
+                widths=tuple(cfg.widths), device=cfg.device, **values)
 
 
 def _load_state(path: str) -> dict:
@@ -167,12 +169,13 @@ def _choose(sweep: dict[str, list[dict]], defaults: dict) -> dict:
 def run(cfg: SladeConfig) -> dict[str, Any]:
     """Every run of the chapter (see the module docstring), grouped by row and sorted by seed."""
     main_seeds = seeds(cfg)
+    workers = workers_for(cfg.device, cfg.workers)
     # stage 1: teachers and SSL initialisations
     stage1 = [("teacher", s, dict(kind="labeled", **teacher_kwargs(cfg, s))) for s in main_seeds]
     if cfg.ssl_steps:
-        stage1 += [("ssl", s, dict(kind="ssl", pools=pools(cfg), seed=s, steps=cfg.ssl_steps, widths=tuple(cfg.widths)))
-                   for s in main_seeds]
-    done1 = cached_runs("slade-run", train, [kw for *_, kw in stage1], cfg.workers)
+        stage1 += [("ssl", s, dict(kind="ssl", pools=pools(cfg), seed=s, steps=cfg.ssl_steps, widths=tuple(cfg.widths),
+                                   device=cfg.device)) for s in main_seeds]
+    done1 = cached_runs("slade-run", train, [kw for *_, kw in stage1], workers)
     files = {(name, s): _weights(f"slade-{name}", kw, r) for (name, s, kw), r in zip(stage1, done1)}
     results = {(name, s): r for (name, s, _), r in zip(stage1, done1)}
 
@@ -184,7 +187,7 @@ def run(cfg: SladeConfig) -> dict[str, Any]:
     stage2 += [(f"sweep {knob}", value, dict(kind="student", **student_kwargs(cfg, cfg.seed, files["teacher", cfg.seed],
                                                                               **{knob: value})))
                for knob, value in sweep_plan]
-    for (name, s, _), r in zip(stage2, cached_runs("slade-run", train, [kw for *_, kw in stage2], cfg.workers)):
+    for (name, s, _), r in zip(stage2, cached_runs("slade-run", train, [kw for *_, kw in stage2], workers)):
         results[name, s] = r
     sweep: dict[str, list[dict]] = {}
     for knob, value in sweep_plan:
@@ -197,7 +200,7 @@ def run(cfg: SladeConfig) -> dict[str, Any]:
               for row, source in STUDENTS.items() for s in main_seeds]
     stage3 += [("control", s, dict(kind="labeled", pools=pools(cfg), seed=s, steps=cfg.student_steps,
                                    widths=tuple(cfg.widths), eval_every=cfg.control_eval_every,
-                                   init_file=files["teacher", s])) for s in main_seeds]
+                                   init_file=files["teacher", s], device=cfg.device)) for s in main_seeds]
     if cfg.select_sim:
         stage3.append((SELECT_SIM, cfg.seed, dict(kind="student", **student_kwargs(
             cfg, cfg.seed, files["teacher", cfg.seed], select="sim", **chosen))))
@@ -206,7 +209,7 @@ def run(cfg: SladeConfig) -> dict[str, Any]:
             stage3 += [(f"{row} · novel {fraction:.0%}", s, dict(kind="student", **student_kwargs(
                 cfg, s, files["teacher", s], pair_source=source, novel_fraction=fraction, **chosen)))
                 for s in main_seeds]
-    done3 = cached_runs("slade-run", train, [kw for *_, kw in stage3], cfg.workers)
+    done3 = cached_runs("slade-run", train, [kw for *_, kw in stage3], workers)
     for (name, s, kw), r in zip(stage3, done3):
         results[name, s] = r
         if name in (SLADE, "control"):
@@ -217,8 +220,9 @@ def run(cfg: SladeConfig) -> dict[str, Any]:
         stage4 = [(ROUND_2, s, dict(kind="student", **student_kwargs(cfg, s, files[SLADE, s], **chosen)))
                   for s in main_seeds]
         stage4 += [(CONTROL_2, s, dict(kind="labeled", pools=pools(cfg), seed=s, steps=cfg.student_steps,
-                                       widths=tuple(cfg.widths), init_file=files["control", s])) for s in main_seeds]
-        for (name, s, _), r in zip(stage4, cached_runs("slade-run", train, [kw for *_, kw in stage4], cfg.workers)):
+                                       widths=tuple(cfg.widths), init_file=files["control", s], device=cfg.device))
+                   for s in main_seeds]
+        for (name, s, _), r in zip(stage4, cached_runs("slade-run", train, [kw for *_, kw in stage4], workers)):
             results[name, s] = r
     return _group(cfg, results, sweep, chosen)
 

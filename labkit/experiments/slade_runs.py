@@ -22,7 +22,7 @@ import numbers
 import numpy as np
 import torch
 
-from labkit.config import check_positive_int, check_range
+from labkit.config import check_device, check_positive_int, check_range
 from labkit.data import class_balanced_batches, glyph_prototypes, render_glyphs
 from labkit.data.augment import random_affine
 from labkit.losses.contrastive import nt_xent
@@ -121,11 +121,14 @@ def embedding_net(dim: int = 64, widths: tuple = (16, 32, 64)) -> torch.nn.Modul
 
 
 def embed(model: torch.nn.Module, X: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """L2-normalised embeddings ``(n, dim)`` in eval mode, no gradient."""
+    """L2-normalised embeddings ``(n, dim)`` of ``X`` ``(n, 1, size, size)`` in eval mode, no
+    gradient, on the CPU: batches go to the model's device and come back, so every metric and
+    diagnostic reads CPU tensors whatever device trained the net."""
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        out = torch.cat([torch.nn.functional.normalize(model(X[i:i + batch_size]), dim=1)
+        out = torch.cat([torch.nn.functional.normalize(model(X[i:i + batch_size].to(device)), dim=1).cpu()
                          for i in range(0, len(X), batch_size)])
     model.train(was_training)
     return out
@@ -149,12 +152,14 @@ def load_pools(pools: dict) -> SladePools:
 
 
 def state_copy(model: torch.nn.Module) -> dict:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    """A copy of the model's state dict on the CPU (what runs return and caches store)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def train_labeled(pools: dict, seed: int, steps: int, init_state: dict | None = None, *, dim: int = 64,
                   widths: tuple = (16, 32, 64), lr: float = 1e-3, classes_per_batch: int = 8,
-                  samples_per_class: int = 4, neg_margin: float = 0.8, eval_every: int = 0) -> dict:
+                  samples_per_class: int = 4, neg_margin: float = 0.8, eval_every: int = 0,
+                  device: str = "cpu") -> dict:
     """Eq. (1) on class-balanced labeled batches (Adam): the teacher from scratch (or from an SSL
     ``init_state``), or — from a teacher's ``init_state`` — the compute-matched control, the same
     extra steps on labels only.
@@ -163,10 +168,14 @@ def train_labeled(pools: dict, seed: int, steps: int, init_state: dict | None = 
     test and validation ``recall``/``nmi`` and the loss ``history``. With ``eval_every`` it also
     scores validation R@1 at step 0 and every ``eval_every`` steps and returns ``early_stopped``:
     the checkpoint with the best validation R@1 (the first on ties) and its test metrics — the
-    control with early stopping chosen on validation classes, never on test recall."""
+    control with early stopping chosen on validation classes, never on test recall.
+
+    The net trains on ``device``; the pools and index draws stay on the CPU and each batch moves
+    over, and everything returned is on the CPU."""
+    device = check_device(device)
     data = load_pools(pools)
     torch.manual_seed(seed)
-    model = embedding_net(dim, widths)
+    model = embedding_net(dim, widths).to(device)  # initialised on the CPU: the same weights on any device
     if init_state is not None:
         model.load_state_dict(init_state)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -186,8 +195,8 @@ def train_labeled(pools: dict, seed: int, steps: int, init_state: dict | None = 
     def step_fn(index: torch.Tensor, step: int) -> dict:
         if eval_every and step % eval_every == 0:
             checkpoint(step)
-        E = torch.nn.functional.normalize(model(data.X_labeled[index]), dim=1)
-        positive, negative = slade.pseudo_label_pairs(data.y_labeled[index])  # true labels here
+        E = torch.nn.functional.normalize(model(data.X_labeled[index].to(device)), dim=1)
+        positive, negative = slade.pseudo_label_pairs(data.y_labeled[index].to(device))  # true labels here
         return {"loss": slade.masked_contrastive_loss(E, positive, negative, neg_margin=neg_margin)}
 
     history = fit(model, batches, step_fn, [optimizer], steps, log_every=10, progress=False)
@@ -207,22 +216,24 @@ def train_labeled(pools: dict, seed: int, steps: int, init_state: dict | None = 
 
 
 def pretrain_simclr(pools: dict, seed: int, steps: int, *, dim: int = 64, widths: tuple = (16, 32, 64),
-                    lr: float = 1e-3, batch_size: int = 64, temperature: float = 0.5) -> dict:
+                    lr: float = 1e-3, batch_size: int = 64, temperature: float = 0.5, device: str = "cpu") -> dict:
     """The optional SSL initialisation (the paper uses SwAV; the spec's stand-in is SimCLR): NT-Xent
     on two ``random_affine`` views of every labeled and unlabeled image (labels unused), through a
     2-layer projection head that is then dropped. Returns the net's ``state``, its test and
-    validation metrics (SSL alone) and the loss ``history``."""
+    validation metrics (SSL alone) and the loss ``history``. The nets train on ``device``; the
+    views are drawn and warped on the CPU (the same views on any device), then moved."""
+    device = check_device(device)
     data = load_pools(pools)
     torch.manual_seed(seed)
-    model = embedding_net(dim, widths)
-    head = torch.nn.Sequential(torch.nn.Linear(dim, dim), torch.nn.ReLU(), torch.nn.Linear(dim, dim))
+    model = embedding_net(dim, widths).to(device)
+    head = torch.nn.Sequential(torch.nn.Linear(dim, dim), torch.nn.ReLU(), torch.nn.Linear(dim, dim)).to(device)
     optimizer = torch.optim.Adam([*model.parameters(), *head.parameters()], lr=lr)
     images = torch.cat([data.X_labeled, data.X_unlabeled])
     rng = torch.Generator().manual_seed(seed + 3)
 
     def step_fn(_, step: int) -> dict:
         batch = images[torch.randperm(len(images), generator=rng)[:batch_size]]
-        views = [head(model(random_affine(batch, rng))) for _ in range(2)]
+        views = [head(model(random_affine(batch, rng).to(device))) for _ in range(2)]
         return {"loss": nt_xent(*views, temperature)}
 
     history = fit(model, [None], step_fn, [optimizer], steps, log_every=10, progress=False)

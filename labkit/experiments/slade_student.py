@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from labkit.config import check_choice, check_positive_int
+from labkit.config import check_choice, check_device, check_positive_int
 from labkit.data import class_balanced_batches
 from labkit.experiments.slade_runs import embed, embedding_net, load_pools, retrieval_metrics, state_copy
 from labkit.methods import slade
@@ -41,12 +41,13 @@ def pseudo_label_quality(pseudo: np.ndarray, hidden: np.ndarray) -> dict:
 
 
 def _similarities(model: torch.nn.Module, basis: slade.FeatureBasis, X: torch.Tensor, source: str) -> torch.Tensor:
-    """All-pairs similarity of ``X`` as the run selects by: basis (Eq. 4) or embedding cosine."""
-    E = embed(model, X)
+    """All-pairs similarity ``(n, n)`` of ``X`` as the run selects by: basis (Eq. 4) or embedding
+    cosine; on the CPU, whatever device ``model`` and ``basis`` are on."""
+    E = embed(model, X)  # (n, dim), CPU
     if source == "cosine":
         return E @ E.T
     with torch.no_grad():
-        return slade.cosine_matrix(basis(E))
+        return slade.cosine_matrix(basis(E.to(basis.weight.device))).cpu()
 
 
 def similarity_auc(model: torch.nn.Module, basis, X: torch.Tensor, hidden: torch.Tensor) -> dict:
@@ -98,7 +99,8 @@ def train_student(pools: dict, seed: int, steps: int, teacher_state: dict, *, k:
                   pair_source: str = "basis", select: str = "sim+label", delta: float = 0.0, lambda1: float = 1.0,
                   lambda2: float = 0.5, beta: float = 0.99, warmup: int = 50, sd_margin: float = 0.3,
                   dim: int = 64, widths: tuple = (16, 32, 64), lr: float = 1e-3, classes_per_batch: int = 8,
-                  samples_per_class: int = 4, neg_margin: float = 0.8, snapshots: int = 6) -> dict:
+                  samples_per_class: int = 4, neg_margin: float = 0.8, snapshots: int = 6,
+                  device: str = "cpu") -> dict:
     """Steps 2–3 of SLADE from a teacher's state: pseudo labels by k-means, then the student
     (initialised from the teacher) with the feature basis on Eq. (9). The first ``warmup`` steps
     train the basis alone on detached embeddings, so the statistics separate before mining starts.
@@ -108,7 +110,11 @@ def train_student(pools: dict, seed: int, steps: int, teacher_state: dict, *, k:
     Returns test and validation metrics, the pseudo labels' quality, the mined pairs' precision and
     recall against the hidden labels (over all steps after the warm-up), the AUCs, the statistics'
     ``trace``, ``snapshots`` similarity histograms over training, the precision-against-δ curve at
-    the end, and the student's ``state``."""
+    the end, and the student's ``state``.
+
+    The student and the basis train on ``device``; pseudo labels, index draws and every
+    diagnostic stay on the CPU, and everything returned is on the CPU."""
+    device = check_device(device)
     check_choice("pair_source", pair_source, PAIR_SOURCES)
     check_choice("select", select, slade.SELECTIONS)  # before any training, not when mining first starts
     if not isinstance(delta, (int, float)) or isinstance(delta, bool) or not np.isfinite(delta):
@@ -118,12 +124,12 @@ def train_student(pools: dict, seed: int, steps: int, teacher_state: dict, *, k:
         raise ValueError(f"warmup={warmup!r} is not valid; it must be an integer in [0, steps={steps})")
     data = load_pools(pools)
     torch.manual_seed(seed)
-    model = embedding_net(dim, widths)
+    model = embedding_net(dim, widths).to(device)
     model.load_state_dict(teacher_state)
     pseudo = slade.pseudo_labels(embed(model, data.X_unlabeled), k, seed=seed)
     quality = pseudo_label_quality(pseudo, data.y_unlabeled_hidden.numpy())
     pseudo = torch.as_tensor(pseudo)
-    basis = slade.FeatureBasis(int(data.y_labeled.max()) + 1, dim)
+    basis = slade.FeatureBasis(int(data.y_labeled.max()) + 1, dim).to(device)  # drawn on the CPU, then moved
     optimizer = torch.optim.Adam([*model.parameters(), *basis.parameters()], lr=lr)
     rng = torch.Generator().manual_seed(seed + 2)
     labeled = class_balanced_batches(data.y_labeled, classes_per_batch, samples_per_class, generator=rng)
@@ -147,9 +153,10 @@ def train_student(pools: dict, seed: int, steps: int, teacher_state: dict, *, k:
             snapshot(step)
         index_l, index_u = next(labeled), next(unlabeled)
         warming = step < warmup
-        E_l = F.normalize(model(data.X_labeled[index_l]), dim=1)
-        E_u = F.normalize(model(data.X_unlabeled[index_u]), dim=1)
-        y_l, y_u, hidden = data.y_labeled[index_l], pseudo[index_u], data.y_unlabeled_hidden[index_u]
+        E_l = F.normalize(model(data.X_labeled[index_l].to(device)), dim=1)
+        E_u = F.normalize(model(data.X_unlabeled[index_u].to(device)), dim=1)
+        y_l, y_u, hidden = (labels.to(device) for labels in (data.y_labeled[index_l], pseudo[index_u],
+                                                             data.y_unlabeled_hidden[index_u]))
         basis_in_l, basis_in_u = (E_l.detach(), E_u.detach()) if warming else (E_l, E_u)
         s_basis = slade.cosine_matrix(basis(basis_in_u))
         loss_basis = (F.cross_entropy(basis.logits(basis_in_l), y_l)
@@ -157,7 +164,7 @@ def train_student(pools: dict, seed: int, steps: int, teacher_state: dict, *, k:
         s_select = s_basis if source == "basis" else E_u @ E_u.T
         stats.update(slade.pair_statistics(s_select.detach(), y_u))
         if warming:
-            positive = negative = torch.zeros(len(y_u), len(y_u), dtype=torch.bool)
+            positive = negative = torch.zeros(len(y_u), len(y_u), dtype=torch.bool, device=device)
             loss = lambda2 * loss_basis
         else:
             if pair_source == "all":

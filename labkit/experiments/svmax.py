@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from labkit.cache import cached_runs
+from labkit.config import check_device, workers_for
 from labkit.config import from_budget as _from_budget
 from labkit.experiments.svmax_runs import train_retrieval, train_ring_gan, train_unit_circle
 from labkit.methods import svmax
@@ -31,7 +32,7 @@ class SVMaxConfig:
 
     budget: str = "quick"
     seed: int = 0
-    device: str = "cpu"
+    device: str = "cpu"  # "cuda" on a GPU machine (the runs then go in this process)
     workers: int = 0  # 0: one process per core
     # Part A: retrieval on digits (train classes 0–4, test 5–9)
     losses: tuple = ("contrastive", "triplet")
@@ -71,7 +72,9 @@ BUDGETS: dict[str, dict[str, Any]] = {
 
 
 def from_budget(budget: str = "quick", **overrides: Any) -> SVMaxConfig:
-    return _from_budget(SVMaxConfig, budget, BUDGETS, **overrides)
+    cfg = _from_budget(SVMaxConfig, budget, BUDGETS, **overrides)
+    check_device(cfg.device)
+    return cfg
 
 
 def _seeds(cfg: SVMaxConfig, count: int) -> list[int]:
@@ -138,8 +141,8 @@ def gan_runs(cfg: SVMaxConfig) -> list[dict[str, Any]]:
 
 
 def run(cfg: SVMaxConfig) -> dict[str, Any]:
-    """Everything the chapter shows, as plain data."""
-    workers = cfg.workers
+    """Everything the chapter shows, as plain data; every run trains on ``cfg.device``."""
+    workers = workers_for(cfg.device, cfg.workers)
     circle = [dict(variant=v, seed=cfg.seed, num_epochs=cfg.circle_epochs, device=cfg.device)
               for v in ("vanilla", "svmax")]
     sections = {"grid": grid_runs(cfg), "ablation": ablation_runs(cfg), "sweep": sweep_runs(cfg)}

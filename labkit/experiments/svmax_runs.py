@@ -1,6 +1,8 @@
 """Single training runs for chapter 03 (SVMax): one retrieval model, one unit-circle model, one
 ring GAN. Each takes plain arguments, seeds itself and returns plain data, so that
 ``labkit.parallel.map_runs`` can spread them over processes and ``labkit.cache`` can store them.
+Each trains on ``device``: every random draw (weights, batches, latents) comes from a CPU generator
+and is moved there, so a seed means the same run on any device; what a run returns is on the CPU.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from labkit.config import check_choice
+from labkit.config import check_choice, check_device
 from labkit.data import all_digits, class_balanced_batches, load_digits_split, mixture_centres, sample_mixture
 from labkit.losses import ranking_loss, spread_out_regularizer
 from labkit.methods import svmax
@@ -56,6 +58,7 @@ def train_retrieval(loss: str, lr: float, seed: int, variant: str = "vanilla", l
                     num_checkpoints: int = 6, device: str = "cpu") -> dict:
     """Train the digits embedding net on classes 0–4 with ``loss`` (+ ``variant``); test on 5–9."""
     check_choice("variant", variant, VARIANTS)
+    check_device(device)
     loss_fn = ranking_loss(loss)
     split = load_digits_split()
     X_train, y_train = split.X_train.to(device), split.y_train.to(device)
@@ -66,17 +69,18 @@ def train_retrieval(loss: str, lr: float, seed: int, variant: str = "vanilla", l
     batches = class_balanced_batches(split.y_train, classes_per_batch, samples_per_class,
                                      generator=torch.Generator().manual_seed(seed))
     allow_fewer_rows = classes_per_batch * samples_per_class < embedding_dim
-    eval_batches = _test_batches(len(X_test), eval_batch_size, seed)
+    eval_batches = _test_batches(len(X_test), eval_batch_size, seed)  # CPU indices (E_test is on the CPU)
     checkpoint_steps = np.unique(np.linspace(0, num_steps, num_checkpoints + 1).round().astype(int))
     spectra, train_spread = [], []
 
     def record_spectrum(step: int) -> None:
-        E = _embed(model, X_test[eval_batches[0]])
+        E = _embed(model, X_test[eval_batches[0].to(device)])
         spectra.append(torch.linalg.svdvals(E).cpu().numpy())
 
     def step_fn(index: torch.Tensor, step: int) -> dict:
         if step in checkpoint_steps:
             record_spectrum(step)
+        index = index.to(device)  # drawn on the CPU generator
         raw = model(X_train[index])
         E = F.normalize(raw, dim=1)
         labels = y_train[index]
@@ -113,6 +117,7 @@ def train_unit_circle(variant: str, seed: int, *, num_epochs: int = 8, classes_p
                       lam: float = 1.0, num_shown: int = 400, device: str = "cpu") -> dict:
     """Fig. 4 analogue: all ten digits embedded on the unit circle (d = 2), one snapshot per epoch."""
     check_choice("variant", variant, ("vanilla", "svmax"))
+    check_device(device)
     X, y = all_digits()
     X = X.to(device)
     torch.manual_seed(seed)
@@ -122,10 +127,11 @@ def train_unit_circle(variant: str, seed: int, *, num_epochs: int = 8, classes_p
     steps_per_epoch = math.ceil(len(X) / (classes_per_batch * samples_per_class))
     batches = class_balanced_batches(y, classes_per_batch, samples_per_class,
                                      generator=torch.Generator().manual_seed(seed))
-    y_device = y.to(device)
-    snapshots = [_embed(model, X[shown]).cpu().numpy()]
+    y_device, shown_device = y.to(device), shown.to(device)
+    snapshots = [_embed(model, X[shown_device]).cpu().numpy()]
 
     def step_fn(index: torch.Tensor, step: int) -> dict:
+        index = index.to(device)  # drawn on the CPU generator
         E = F.normalize(model(X[index]), dim=1)
         task = ranking_loss("contrastive")(E, y_device[index])
         reg = svmax.svmax_bounded(E, lam) if variant == "svmax" else E.new_zeros(())
@@ -133,7 +139,7 @@ def train_unit_circle(variant: str, seed: int, *, num_epochs: int = 8, classes_p
 
     for _ in range(num_epochs):
         fit(model, batches, step_fn, [optimizer], steps_per_epoch, progress=False)
-        snapshots.append(_embed(model, X[shown]).cpu().numpy())
+        snapshots.append(_embed(model, X[shown_device]).cpu().numpy())
     return {"variant": variant, "embeddings": np.stack(snapshots), "labels": y[shown].numpy()}
 
 
@@ -150,6 +156,7 @@ def train_ring_gan(lr: float, lam: float, seed: int, *, num_steps: int = 1500, u
                    latent_dim: int = 16, std: float = 0.02, bins: int = 40, extent: float = 3.0,
                    device: str = "cpu") -> dict:
     """Part B: the 8-Gaussian ring GAN, non-saturating loss, ``- lam * s_mu`` of the fake batch (Eq. 1)."""
+    check_device(device)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     G, D = ring_gan_models(latent_dim)

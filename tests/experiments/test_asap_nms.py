@@ -30,6 +30,8 @@ def test_budgets_and_bad_fields():
     assert full.setting_seeds >= 3 and ex.from_budget("quick").setting_seeds == 0  # ~20 s a set: full only
     with pytest.raises(ValueError, match="unknown config field.*cutof.*valid fields"):
         ex.from_budget("quick", cutof=0.3)
+    with pytest.raises(ValueError, match="device='tpu'"):
+        ex.from_budget("smoke", device="tpu")
 
 
 def test_smoke_results_cover_every_view(smoke_results):
@@ -200,7 +202,8 @@ def test_detector_ap_on_an_untrained_detector(monkeypatch):
 
     test = lottery_runs.scenes(96, 0.25, 0.5, 1, 6, 0)[1]
     untrained = lottery_runs.make_detector(0)
-    monkeypatch.setattr(ex, "chapter05_detector", lambda budget, seed, workers: (untrained, test, dict(budget=budget)))
+    monkeypatch.setattr(ex, "chapter05_detector",
+                        lambda budget, seed, workers, device: (untrained, test, dict(budget=budget)))
     cfg = dataclasses.replace(ex.from_budget("smoke", detector_budget="smoke"), cutoff=0.0, detector_cutoffs=(0.0, 0.6),
                               detector_seeds=2, ap_resamples=20)
     result = ex.detector_ap(cfg)
@@ -213,3 +216,61 @@ def test_detector_ap_on_an_untrained_detector(monkeypatch):
     assert all(d["value"] == 0.0 and d["low"] == -math.inf and d["high"] == math.inf and d["num_seeds"] == 2
                for d in result["deltas"])
     assert result["source"]["test_images"] == 6 and result["source"]["seeds"] == [0, 1]
+
+
+# ---- on a GPU: chapter 05's detector trains and runs there, every NMS stays on the CPU ------------
+
+TIMED = ("times", "median_s", "iqr_s", "lut_build_s", "phase_profile")  # machine noise, never compared
+
+
+def _structure(value, key=""):
+    """Keys, list lengths and tensor/array dtypes and shapes (timings as their type only)."""
+    if isinstance(value, dict):
+        return {k: _structure(v, k) for k, v in value.items() if k != "device"}
+    if isinstance(value, (list, tuple)):
+        return [_structure(v) for v in value]
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return str(value.dtype), tuple(value.shape)
+    return type(value).__name__
+
+
+def _without_timings(value):
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if k not in TIMED and k != "device"}
+    if isinstance(value, (list, tuple)):
+        return [_without_timings(v) for v in value]
+    return value.tolist() if isinstance(value, (torch.Tensor, np.ndarray)) else value
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_the_smoke_run_on_cuda_matches_the_cpu_run(smoke_results, tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LABKIT_PROGRESS", "off")
+    gpu = ex.run(ex.from_budget("smoke", device="cuda"))
+    assert gpu["config"]["device"] == "cuda"
+    assert _structure(gpu) == _structure(smoke_results)
+    assert _without_timings(gpu) == _without_timings(smoke_results)  # the NMS measurements never leave the CPU
+    # chapter 05's smoke detector, trained and run on each device (same data, initialisation and batches)
+    arms = {device: ex.detector_ap(ex.from_budget("smoke", detector_budget="smoke", ap_resamples=50, device=device))
+            for device in ("cuda", "cpu")}
+    assert _structure(arms["cuda"]) == _structure(arms["cpu"])
+    for ours, theirs in zip(arms["cuda"]["rows"], arms["cpu"]["rows"]):
+        assert (ours["top_k"], ours["nms"], ours["cutoff"]) == (theirs["top_k"], theirs["nms"], theirs["cutoff"])
+        assert math.isfinite(ours["AP"]) and 0 <= ours["rpn_jaccard"] <= 1
+        assert ours["AP"] == pytest.approx(theirs["AP"], abs=2.0)  # AP points of a barely trained detector
+    assert all(math.isfinite(d["value"]) for d in arms["cuda"]["deltas"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_one_detector_gives_the_same_detections_on_cuda(monkeypatch):
+    from labkit.experiments import lottery_runs
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # full-precision convolutions, as on the CPU
+    test = lottery_runs.scenes(96, 0.25, 0.5, 1, 6, 0)[1]
+    model = lottery_runs.make_detector(0)
+    cpu, cpu_jaccards = ex._detect(model, test, 300, 0.2)
+    gpu, gpu_jaccards = ex._detect(lottery_runs.make_detector(0, device="cuda"), test, 300, 0.2, device="cuda")
+    assert all(v.device.type == "cpu" for d in gpu for v in d.values())
+    assert len(gpu) == len(cpu) and len(gpu_jaccards) == len(cpu_jaccards)
+    assert np.mean(gpu_jaccards) == pytest.approx(np.mean(cpu_jaccards), abs=0.05)
+    assert sum(len(d["boxes"]) for d in gpu) == pytest.approx(sum(len(d["boxes"]) for d in cpu), rel=0.1)

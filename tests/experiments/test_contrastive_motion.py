@@ -52,3 +52,27 @@ def test_every_row_trains_and_is_measured(pools, kind):
 def test_bad_kind_is_named():
     with pytest.raises(ValueError, match="kind='flow'.*'appearance', 'rgb-difference', 'motion', 'oracle'"):
         runs.build_net("flow")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize("kind", list(runs.KINDS))
+def test_every_row_trains_on_cuda_and_is_measured_on_the_cpu(pools, kind):
+    histories, measured = {}, {}
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        net = runs.build_net(kind, widths=(4, 8, 8), proj_dim=8).to(device)
+        histories[device] = runs.stage_b(net, pools.labeled, steps=2, batch_size=4)
+        if net.levels and kind != "oracle":
+            runs.stage_a(net, pools.unlabeled, steps=2, batch_size=4, num_anchors=16)
+            measured[device] = (runs.contrastive_top1(net, pools.test, num_anchors=16),
+                                runs.displacement_r2(net, pools.labeled, pools.test))
+        acc = runs.accuracy(net, pools.test)
+        assert acc["correct"].shape == (len(pools.test.labels),) and 0 <= acc["overall"] <= 1
+        assert set(runs.probe_accuracy(net, pools.labeled, pools.test)) == {"z0", *[f"m{l + 1}" for l in
+                                                                                   range(net.levels)]}
+    # the same initialisation and first batch: the first loss agrees (TF32 convolutions aside)
+    assert histories["cuda"]["ce"]["value"][0] == pytest.approx(histories["cpu"]["ce"]["value"][0], rel=2e-2)
+    if measured:
+        top1, r2 = measured["cuda"]
+        assert set(top1) == set(measured["cpu"][0]) and all(0 <= v <= 1 for v in top1.values())
+        assert np.isfinite(r2) and r2 <= 1.0

@@ -1,9 +1,12 @@
 """Chapter 09 (hierarchical contrastive motion), the chapter: budgets and bad config, the plan, the
 smoke run's rows, the tables, pathway costs, and the claim logic on hand-made 3-seed results."""
 import copy
+import dataclasses
+import math
 
 import numpy as np
 import pytest
+import torch
 from smoke import smoke_run_one_thread
 
 from labkit.experiments import contrastive_motion as ex
@@ -25,6 +28,26 @@ def test_budgets_and_bad_fields():
         ex.from_budget("quick", label_budgets=(0,))
     with pytest.raises(ValueError, match="sup_steps=0"):
         ex.from_budget("quick", sup_steps=0)
+    with pytest.raises(ValueError, match="device='tpu'.*'cpu', 'cuda'"):
+        ex.from_budget("smoke", device="tpu")
+    assert quick.device == "cpu"
+
+
+def test_every_row_gets_the_device_and_cuda_runs_in_this_process(monkeypatch):
+    calls = []
+
+    def fake_cached_runs(name, fn, kwargs, workers):
+        calls.append((kwargs, workers))
+        return [dict(seed=kw["seed"]) for kw in kwargs]
+
+    monkeypatch.setattr(ex, "cached_runs", fake_cached_runs)
+    cfg = ex.from_budget("smoke", workers=3)
+    ex.run(cfg)
+    ex.run(dataclasses.replace(cfg, device="cuda"))  # no check here: this machine may have no GPU
+    (cpu_kwargs, cpu_workers), (cuda_kwargs, cuda_workers) = calls
+    assert cpu_workers == 3 and cuda_workers == 1  # one GPU: the runs go in this process
+    assert {kw["device"] for kw in cpu_kwargs} == {"cpu"} and {kw["device"] for kw in cuda_kwargs} == {"cuda"}
+    assert len(cuda_kwargs) == len(ex.plan(cfg))
 
 
 def test_plan_has_equal_supervised_steps_and_seeded_ablations():
@@ -90,3 +113,51 @@ def test_claims_follow_the_measured_gap(smoke_results):
     worse = by_name(ex.claims(_three_seeds(smoke_results, -0.2)))
     assert worse["2a"].status == "not reproduced"
     assert better["1a"].asserted("full")
+
+
+def _structure(value):
+    """Keys, lengths, types and tensor/array shapes of ``value``, recursively (no values)."""
+    if isinstance(value, dict):
+        return {k: _structure(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_structure(v) for v in value]
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return (type(value).__name__, tuple(value.shape), str(value.dtype))
+    return type(value).__name__
+
+
+def _leaves(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _leaves(v)
+    else:
+        yield value
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_the_smoke_run_on_cuda_matches_the_cpu_run(smoke_results, tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LABKIT_PROGRESS", "off")
+    gpu = ex.run(ex.from_budget("smoke", device="cuda", workers=1))
+    assert gpu["config"] == {**smoke_results["config"], "device": "cuda"}
+    assert _structure(gpu) == _structure(smoke_results)
+    tensors = [x for x in _leaves(gpu) if isinstance(x, torch.Tensor)]
+    assert tensors and all(x.device.type == "cpu" for x in tensors)  # results never depend on the device
+    assert all(torch.isfinite(x).all() for x in tensors if x.is_floating_point())
+    for ours, theirs in zip(_leaves(gpu), _leaves(smoke_results)):
+        if isinstance(ours, float):  # NaN only where the CPU run has it
+            assert math.isnan(ours) == math.isnan(theirs) and not math.isinf(ours)
+    for row, budgets in gpu["rows"].items():
+        for budget, found in budgets.items():
+            (ours,), (theirs,) = found, smoke_results["rows"][row][budget]
+            assert ours["cost"] == theirs["cost"], row  # the same network
+            # same initialisation and first batch: the first logged loss agrees (TF32 convolutions aside)
+            stage = "stage_a" if "stage_a" in ours else "stage_b"
+            first = (ours[stage]["loss"]["value"][0], theirs[stage]["loss"]["value"][0])
+            assert first[0] == pytest.approx(first[1], rel=2e-2), (row, budget)
+            assert 0 <= ours["test"]["overall"] <= 1 and ours["test"]["correct"].dtype == np.uint8
+    net = ex.trained_net(gpu)  # rebuilt on the CPU from the stored weights
+    assert next(net.parameters()).device.type == "cpu"

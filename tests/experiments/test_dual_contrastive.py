@@ -43,6 +43,9 @@ def test_budgets_and_bad_fields():
     with pytest.raises(ValueError, match="device='tpu'.*'cpu', 'cuda'"):
         ex.from_budget("quick", device="tpu")
     assert all(kwargs["device"] == "cpu" for _, kwargs in ex.gan_plan(quick))
+    assert all(kwargs["device"] == "cpu" for kwargs in ex.ring_plan(quick))
+    with pytest.raises(ValueError, match="device='tpu'"):
+        ex.from_budget("smoke", device="tpu")
 
 
 def test_rows_and_plan():
@@ -287,6 +290,7 @@ def test_batchnorm_statistics_are_recomputed_from_the_latents(one_thread):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_a_tiny_run_trains_on_cuda(tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # full-precision convolutions, as on the CPU
     kwargs = dict(TINY, loss="dcl", g_attention=True, d_attention="reference")
     on_gpu, on_cpu = runs.train_gan(**kwargs, device="cuda"), runs.train_gan(**kwargs)
     assert np.isfinite(on_gpu["fd"]) and 0 < on_gpu["probe"] <= 1
@@ -294,3 +298,41 @@ def test_a_tiny_run_trains_on_cuda(tmp_path, monkeypatch):
     np.testing.assert_allclose(on_gpu["d_maps"]["maps"].sum(-1), 1, atol=1e-4)
     # the same latents and batches on both devices: the first logits (before any step) agree
     np.testing.assert_allclose(on_gpu["logits"]["real"][0], on_cpu["logits"]["real"][0], rtol=1e-3, atol=1e-4)
+
+
+def _same_layout(cpu, gpu, where="results"):
+    """``gpu`` has ``cpu``'s keys, types and array shapes, everything finite and on the CPU."""
+    assert type(gpu) is type(cpu), where
+    if isinstance(cpu, dict):
+        assert set(gpu) == set(cpu), where
+        for key in cpu:
+            _same_layout(cpu[key], gpu[key], f"{where}.{key}")
+    elif isinstance(cpu, (list, tuple)):
+        assert len(gpu) == len(cpu), where
+        for i, (a, b) in enumerate(zip(cpu, gpu)):
+            _same_layout(a, b, f"{where}[{i}]")
+    elif isinstance(cpu, torch.Tensor):
+        assert gpu.device.type == "cpu" and gpu.shape == cpu.shape and gpu.dtype == cpu.dtype, where
+        assert torch.isfinite(gpu.float()).all(), where
+    elif isinstance(cpu, np.ndarray):
+        assert gpu.shape == cpu.shape and gpu.dtype == cpu.dtype and np.isfinite(gpu).all(), where
+    elif isinstance(cpu, float):
+        assert math.isfinite(gpu), where
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_the_smoke_budget_runs_end_to_end_on_cuda(smoke_results, tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # full-precision convolutions, as on the CPU
+    on_gpu = ex.run(ex.from_budget("smoke", workers=1, device="cuda"))
+    assert on_gpu["config"]["device"] == "cuda"
+    on_gpu["config"]["device"] = "cpu"
+    _same_layout(smoke_results, on_gpu)
+    # the metric classifier and the floor stay on the CPU: the same numbers on any device
+    assert on_gpu["floor"] == pytest.approx(smoke_results["floor"], rel=1e-3)
+    for row in ("ns", "dcl"):
+        cpu, gpu = smoke_results["runs"][row][0], on_gpu["runs"][row][0]
+        # the same latents and batches on both devices: the logits before any step agree
+        np.testing.assert_allclose(gpu["logits"]["real"][0], cpu["logits"]["real"][0], rtol=1e-3, atol=1e-4)
+        assert gpu["probe_init"] == pytest.approx(cpu["probe_init"], abs=0.05)
+    assert len(ex.claims(on_gpu)) == len(ex.claims(smoke_results))

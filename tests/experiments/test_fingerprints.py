@@ -2,6 +2,7 @@
 structure, the tables and claims at smoke, the claim logic on hand-made multi-seed results, and the
 analyses' helpers (``perturb``, ``registry``)."""
 import copy
+import dataclasses
 import inspect
 import math
 
@@ -60,6 +61,29 @@ def test_budgets_and_bad_fields():
     for name in ("steps", "seeds", "eval_every", "num_bits", "classifier_steps"):
         with pytest.raises(ValueError, match=f"{name}=0"):
             ex.from_budget("quick", **{name: 0})
+    with pytest.raises(ValueError, match="device='tpu'.*'cpu', 'cuda'"):
+        ex.from_budget("smoke", device="tpu")
+    assert ex.from_budget("smoke").device == "cpu"
+
+
+def test_every_run_gets_the_device_and_cuda_runs_in_this_process(monkeypatch):
+    calls = []
+
+    def fake_cached_runs(name, fn, kwargs, workers):
+        calls.append((name, kwargs, workers))
+        if name == "fingerprints-floor":
+            return [dict(floor=1.0, classifier_accuracy=0.9)]
+        return [dict(seed=kw["seed"]) for kw in kwargs]
+
+    monkeypatch.setattr(ex, "cached_runs", fake_cached_runs)
+    cfg = ex.from_budget("smoke", workers=3)
+    ex.run(cfg)
+    assert [workers for *_, workers in calls] == [3, 3]
+    calls.clear()
+    ex.run(dataclasses.replace(cfg, device="cuda"))  # no check here: this machine may have no GPU
+    assert [workers for *_, workers in calls] == [1, 1]  # one GPU: the runs go in this process
+    for name, kwargs, _ in calls:
+        assert kwargs and all(kw["device"] == "cuda" for kw in kwargs), name
 
 
 def rows_of(plan):
@@ -365,3 +389,56 @@ def test_the_registry_is_distinct_and_fixed():
         assert book.shape == (runs.NUM_MODELS, dim) and len({tuple(r.tolist()) for r in book}) == runs.NUM_MODELS
     small = runs.registry(16, 10)
     assert torch.equal(small, first[:10])  # a prefix: fewer models, the same first fingerprints
+
+
+# --- on a GPU ----------------------------------------------------------------------------------------
+
+def _structure(value):
+    """Keys, lengths, types and tensor/array shapes of ``value``, recursively (no values)."""
+    if isinstance(value, dict):
+        return {k: _structure(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_structure(v) for v in value]
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return (type(value).__name__, tuple(value.shape), str(value.dtype))
+    return type(value).__name__
+
+
+def _leaves(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _leaves(v)
+    else:
+        yield value
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_the_smoke_run_on_cuda_matches_the_cpu_run(smoke_results, tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LABKIT_PROGRESS", "off")
+    gpu = ex.run(ex.from_budget("smoke", device="cuda", workers=1))
+    assert gpu["config"] == {**smoke_results["config"], "device": "cuda"}
+    assert _structure(gpu) == _structure(smoke_results)
+    tensors = [x for x in _leaves(gpu) if isinstance(x, torch.Tensor)]
+    assert tensors and all(x.device.type == "cpu" for x in tensors)  # results never depend on the device
+    for ours, theirs in zip(_leaves(gpu), _leaves(smoke_results)):
+        if isinstance(ours, float):  # NaN only where the CPU run has it (the un-fingerprinted G's bits)
+            assert math.isnan(ours) == math.isnan(theirs) and not math.isinf(ours)
+    assert all(torch.isfinite(w).all() for w in tensors if w.is_floating_point())
+    # the metric classifier is the CPU's cache entry; the reals and the split are the same
+    assert gpu["classifier_accuracy"] == smoke_results["classifier_accuracy"]
+    assert gpu["floor"] == pytest.approx(smoke_results["floor"], rel=0.05)
+    for row, entries in gpu["runs"].items():
+        (ours,), (theirs,) = entries, smoke_results["runs"][row]
+        # same initialisation and first batch: D's first loss agrees (TF32 convolutions aside)
+        first = (ours["history"]["d_loss"]["value"][0], theirs["history"]["d_loss"]["value"][0])
+        assert first[0] == pytest.approx(first[1], rel=2e-2), row
+        assert 0 < ours["fd"] < 3 * theirs["fd"] + 10, row
+        G, F_net = runs.load_nets(ours["spec"], ours["state"])
+        assert (F_net is not None) == (row != ex.UNFINGERPRINTED)
+    a = gpu["runs"][ex.MAIN][0]["analysis"]
+    assert a["bake_max_error"] < 1e-5  # the analyses run on the CPU: the identity holds as there
+    assert int(a["confusion"].sum()) == runs.NUM_MODELS * runs.IMAGES_PER_MODEL

@@ -11,6 +11,9 @@ from labkit.experiments import jpeg_runs as runs
 from labkit.methods import jpeg
 
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+
+
 @pytest.fixture(scope="module")
 def smoke_results(tmp_path_factory):
     yield from smoke_run(ex, tmp_path_factory)
@@ -41,6 +44,8 @@ def test_budgets_and_bad_fields():
         ex.from_budget("quick", num_seeds=0)
     with pytest.raises(ValueError, match="subsampling"):
         ex.from_budget("quick", subsampling="4:2:2")
+    with pytest.raises(ValueError, match="device='tpu'"):
+        ex.from_budget("smoke", device="tpu")
 
 
 def test_plans_are_compute_matched_and_seeded():
@@ -78,6 +83,9 @@ def test_plans_are_compute_matched_and_seeded():
     ablations = {s["name"]: s for s in jobs[0]["settings"]}
     assert ablations["TTAC (probability KL)"]["qualities"] == [ex.CLEAN, 10]  # scored at q = 10 and clean
     assert ablations["off-the-shelf (unconditioned)"]["conditioned"] is False
+    # every run trains or scores on the config's device (and so is cached per device)
+    assert all(kw["device"] == "cpu" for _, _, kw in [*ex.stage1_plan(cfg), *plan2])
+    assert all(job["device"] == "cpu" for job in jobs)
 
 
 def test_checkpoints_start_the_mitigations(tmp_path):
@@ -296,3 +304,63 @@ def test_detection_sweep_scores_chapter_05s_detector(monkeypatch, tmp_path):
     assert [r["quality"] for r in rows] == [ex.CLEAN, 10]
     assert len(rows[1]["folds"]) == smoke("smoke").num_folds and {"AP", "AP_small", "AP_large"} <= set(rows[1])
     assert ex._detection_claim([rows]).name.startswith("E6")  # one detector per training seed
+
+
+# --- on a GPU ---------------------------------------------------------------------------------
+
+def structure(value):
+    """Dict keys, list lengths, tensor and array shapes and dtypes, and the leaves' types."""
+    if isinstance(value, dict):
+        return {k: structure(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [structure(v) for v in value]
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return tuple(value.shape), str(value.dtype)
+    return type(value).__name__
+
+
+@CUDA
+def test_smoke_run_on_cuda_matches_the_cpu_run(smoke_results, monkeypatch, tmp_path):
+    monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("LABKIT_PROGRESS", "off")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # full-precision convolutions, as on the CPU
+    cpu, res = smoke_results, ex.run(ex.from_budget("smoke", workers=1, device="cuda"))
+    assert res["config"]["device"] == "cuda" and structure(res) == structure(cpu)
+    # what the codec alone computes (on the CPU) is the same on either device
+    assert res["rate"] == cpu["rate"] and res["zeroed"] == cpu["zeroed"] and res["tables"] == cpu["tables"]
+    assert np.array_equal(res["sq_error_q10"]["baseline"], cpu["sq_error_q10"]["baseline"])
+    assert all(np.array_equal(a["by_quality"][q]["compressed"], b["by_quality"][q]["compressed"])
+               for a, b in zip(res["examples"], cpu["examples"]) for q in a["by_quality"])
+    states = [res["classifier_state"], *res["corrector_states"].values()]
+    assert all(t.device.type == "cpu" and torch.isfinite(t.float()).all() for state in states for t in state.values())
+    # the trained networks: finite, and close to the CPU's (the models start from the same weights)
+    assert [(r["setting"], r["quality"], r["seed"]) for r in res["sweep"]] == \
+        [(r["setting"], r["quality"], r["seed"]) for r in cpu["sweep"]]
+    assert all(0 <= r["accuracy"] <= 1 and math.isfinite(r["psnr"]) == math.isfinite(c["psnr"])
+               for r, c in zip(res["sweep"], cpu["sweep"]))
+    assert all(np.isfinite(loss).all() for loss in res["losses"].values())
+    for name in ("classifier", "off-the-shelf"):  # the first step: same weights, same batch
+        assert res["losses"][name][0] == pytest.approx(cpu["losses"][name][0], rel=1e-4)
+    for name in ex.SETTINGS:
+        got, want = ex.sweep_table(res, name), ex.sweep_table(cpu, name)
+        assert np.mean(list(got.values())) == pytest.approx(np.mean(list(want.values())), abs=0.1)
+    for name in ("off-the-shelf", "TTAC"):
+        assert _psnr(res["sq_error_q10"][name]) == pytest.approx(_psnr(cpu["sq_error_q10"][name]), abs=0.2)
+
+
+def _psnr(errors):
+    return runs.decibels(float(np.mean(errors)))
+
+
+@CUDA
+def test_detection_sweep_on_cuda(monkeypatch, tmp_path):
+    """Chapter 05's detector (its smoke budget) trained and scored on the GPU, the codec on the CPU."""
+    from labkit.experiments import lottery
+
+    monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("LABKIT_PROGRESS", "off")
+    smoke = lottery.from_budget
+    monkeypatch.setattr(lottery, "from_budget", lambda budget, **kw: smoke("smoke", **kw))
+    rows = runs.detection_sweep(0, [10], "4:2:0", workers=1, device="cuda")
+    assert [r["quality"] for r in rows] == [ex.CLEAN, 10] and len(rows[1]["folds"]) == smoke("smoke").num_folds
+    assert all(isinstance(r["AP"], float) and 0 <= r["AP"] <= 100 for r in rows)  # NaN fails both

@@ -1,5 +1,8 @@
+import math
+
 import numpy as np
 import pytest
+import torch
 
 from labkit.data import load_small_data
 from labkit.experiments import knowledge_evolution as ex
@@ -19,11 +22,18 @@ def test_budgets_and_bad_fields():
     assert full.num_seeds >= 3 and full.size_sweep_seeds >= 3  # headline comparisons at full: ≥ 3 seeds
     with pytest.raises(ValueError, match="unknown config field.*split_rat.*valid fields"):
         ex.from_budget("quick", split_rat=0.3)
+    with pytest.raises(ValueError, match="device='tpu'.*'cpu', 'cuda'"):
+        ex.from_budget("smoke", device="tpu")
+    with pytest.raises(ValueError, match="device='tpu'"):
+        train_generations("ke", samples_per_class=3, num_generations=1, device="tpu")
 
 
 def test_planned_runs():
     quick = ex.from_budget("quick")
     assert [r["mode"] for r in ex.main_runs(quick)] == [m for m in ex.CONTROLS for _ in range(quick.num_seeds)]
+    full = ex.from_budget("full", device="cpu")
+    every_run = ex.main_runs(full) + [r for _, r in ex.ablation_runs(full)] + ex.size_runs(full) + ex.glyph_runs(full)
+    assert {r["device"] for r in every_run} == {"cpu"}
     assert ex.ablation_runs(quick) == [] and ex.glyph_runs(quick) == [] and ex.size_runs(quick) == []
     full = ex.from_budget("full")
     labels = [label for label, _ in ex.ablation_runs(full)]
@@ -237,3 +247,42 @@ def test_size_and_tradeoff_tables():
     tradeoff = ex.slim_tradeoff(results)
     assert len(tradeoff) == 1 and tradeoff[0]["source"] == "main runs" and tradeoff[0]["num_seeds"] == 3
     assert tradeoff[0]["slim_accuracy"] == pytest.approx(0.91, abs=0.005) and tradeoff[0]["macs_fraction"] == 0.27
+
+
+def _same_layout(cpu, gpu, where="results"):
+    """``gpu`` has ``cpu``'s keys, types and array shapes, every float finite (NaN where ``cpu`` has
+    NaN: no slim net under WELS) and every tensor on the CPU."""
+    assert type(gpu) is type(cpu), where
+    if isinstance(cpu, dict):
+        assert set(gpu) == set(cpu), where
+        for key in cpu:
+            _same_layout(cpu[key], gpu[key], f"{where}.{key}")
+    elif isinstance(cpu, (list, tuple)):
+        assert len(gpu) == len(cpu), where
+        for i, (a, b) in enumerate(zip(cpu, gpu)):
+            _same_layout(a, b, f"{where}[{i}]")
+    elif isinstance(cpu, torch.Tensor):
+        assert gpu.device.type == "cpu" and gpu.shape == cpu.shape and gpu.dtype == cpu.dtype, where
+    elif isinstance(cpu, np.ndarray):
+        assert gpu.shape == cpu.shape and gpu.dtype == cpu.dtype, where
+        if cpu.dtype.kind == "f":
+            np.testing.assert_array_equal(np.isfinite(gpu), np.isfinite(cpu), err_msg=where)
+    elif isinstance(cpu, float):
+        assert math.isfinite(gpu) == math.isfinite(cpu), where
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_the_smoke_budget_runs_end_to_end_on_cuda(smoke_results, tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # full-precision convolutions, as on the CPU
+    on_gpu = ex.run(ex.from_budget("smoke", workers=1, device="cuda"))
+    assert on_gpu["config"]["device"] == "cuda"
+    on_gpu["config"]["device"] = "cpu"
+    _same_layout(smoke_results, on_gpu)
+    for cpu, gpu in zip(smoke_results["main"], on_gpu["main"]):
+        assert (gpu["mode"], gpu["seed"]) == (cpu["mode"], cpu["seed"])
+        # the same initial weights, masks and batches (all drawn on the CPU): a few SGD steps apart
+        # in round-off only
+        np.testing.assert_allclose(gpu["dense"], cpu["dense"], atol=0.1)
+        np.testing.assert_allclose(gpu["magnitude"], cpu["magnitude"], rtol=0.05, atol=1e-3)
+    assert [c.name for c in ex.claims(on_gpu)] == [c.name for c in ex.claims(smoke_results)]

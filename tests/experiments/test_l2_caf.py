@@ -133,3 +133,82 @@ def test_the_retrieval_net_fine_tunes_the_seeds_classifier_which_training_reprod
     assert history["pretraining loss"]["step"][-1] == 7 and history["loss"]["step"][-1] == 1  # 8 then 8 // 4 steps
     assert not torch.equal(net.trunk[0][0].weight, first.trunk[0][0].weight)  # fine-tuned from it
     assert net.trunk[0][0].weight.sub(first.trunk[0][0].weight).abs().max() < 0.1
+
+
+def test_the_device_is_checked_and_reaches_every_run(results):
+    with pytest.raises(ValueError, match="device='tpu'.*'cpu', 'cuda'"):
+        ex.from_budget("smoke", device="tpu")
+    cfg = ex.from_budget("smoke")
+    assert cfg.device == "cpu" and all(kw["device"] == "cpu" for kw in ex.plan(cfg))
+    assert results["config"]["device"] == "cpu"
+    with pytest.raises(ValueError, match="device='gpu'"):
+        ex.trained_net(results, "cam", device="gpu")
+    sets = ex.chapter_sets(results)
+    with pytest.raises(ValueError, match="device='tpu'"):
+        runs.train_net("cam", sets, seed=0, steps=1, batch_size=4, widths=(4, 4, 8, 8), device="tpu")
+
+
+def _structure(value, key=""):
+    """``value`` with every number and string replaced by its type and every tensor or array by its
+    shape and dtype. How many loss checks and snapshots an optimisation keeps depends on when its
+    filters stopped, so only their trailing shape counts."""
+    if isinstance(value, dict):
+        return {k: _structure(v, k) for k, v in value.items() if k != "device"}
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        shape = tuple(value.shape)[1:] if key in ("snapshots", "losses") else tuple(value.shape)
+        return type(value).__name__, shape, str(value.dtype)
+    if isinstance(value, (list, tuple)):
+        return [_structure(v) for v in value]
+    return type(value).__name__
+
+
+def _tensors(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _tensors(v)
+    elif isinstance(value, torch.Tensor):
+        yield value
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_the_smoke_run_on_cuda_matches_the_cpu_run(results, tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LABKIT_PROGRESS", "off")
+    gpu = ex.run(ex.from_budget("smoke", device="cuda", workers=1))
+    assert gpu["config"]["device"] == "cuda"
+    assert _structure(gpu) == _structure(results)
+    tensors = list(_tensors(gpu))
+    assert tensors and all(x.device.type == "cpu" for x in tensors)  # results never depend on the device
+    assert all(torch.isfinite(x).all() for x in tensors if x.is_floating_point())
+    for kind, entries in gpu["nets"].items():
+        cpu_entry, entry = results["nets"][kind][0], entries[0]
+        for method, scored in entry["methods"].items():
+            assert np.isfinite(scored["maps"]).all(), (kind, method)
+        # same data, initialisation and first batch: the first logged loss agrees (TF32 convolutions aside)
+        first = "pretraining loss" if kind == "retrieval" else "loss"
+        assert entry["history"][first]["value"][0] == pytest.approx(cpu_entry["history"][first]["value"][0], rel=2e-2)
+    assert gpu["nets"]["cam"][0]["correlation"].min() > 0.99  # Grad-CAM = ReLU(CAM) / HW on the GPU too
+    timing = ex.timing(gpu, iterations=3, device="cuda")
+    assert timing["device"] == "cuda" and min(timing["slow_iteration"]) > 0 and "on cuda" in ex.timing_lines(timing)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_maps_of_a_network_on_cuda_match_the_cpu_maps(sets):
+    torch.manual_seed(0)
+    net = runs.ShapeNet("cam", widths=(4, 4, 8, 8)).eval()
+    on_gpu = runs.ShapeNet("cam", widths=(4, 4, 8, 8)).cuda().eval()
+    on_gpu.load_state_dict(net.state_dict())
+    x, y = sets.test_x[:3], sets.test_y[:3]
+    # full float32 convolutions: the filters start from the same CPU draw, so the maps agree closely
+    with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True, allow_tf32=False):
+        for method in (runs.SPECIFIC, runs.OBLIVIOUS, runs.GRAD_CAM, runs.CAM, runs.CENTRE):
+            for slow in ((False, True) if method in (runs.SPECIFIC, runs.OBLIVIOUS) else (False,)):
+                options = dict(max_iters=20, seed=1, slow=slow) if method in (runs.SPECIFIC, runs.OBLIVIOUS) else {}
+                cpu, gpu = (runs.attention_maps(n, x, y, method, **options) for n in (net, on_gpu))
+                assert gpu["maps"].device.type == "cpu", method
+                torch.testing.assert_close(gpu["maps"], cpu["maps"], rtol=1e-3, atol=1e-4)
+        assert runs.predict(on_gpu, x).device.type == "cpu"
+        assert runs.quality(on_gpu, sets)["accuracy"] == runs.quality(net, sets)["accuracy"]

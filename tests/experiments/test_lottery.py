@@ -1,6 +1,7 @@
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 from smoke import smoke_run
@@ -35,6 +36,24 @@ def test_budgets_and_bad_fields():
         ex.from_budget("quick", module_subsets=("neck",))
     with pytest.raises(ValueError, match="optimizer"):
         ex.from_budget("quick", optimizer="adam")
+
+
+def test_device_is_checked_and_reaches_every_run():
+    with pytest.raises(ValueError, match="device='tpu'"):
+        ex.from_budget("smoke", device="tpu")
+    cfg = ex.from_budget("full")
+    kwargs = [ex._pretrain_kwargs(cfg), ex._prune_kwargs(cfg, "pretrain.pt", 0.9), ex.dense_kwargs(cfg, "pretrain.pt")]
+    kwargs += [kw for _, kw in ex.ticket_plan(cfg, "dense.pt")]
+    assert [kw["device"] for kw in kwargs] == ["cpu"] * len(kwargs)  # the device is part of every run's cache key
+    assert ex._workers(cfg) == cfg.workers
+    assert ex._workers(dataclasses.replace(cfg, device="cuda")) == 1  # one GPU: the runs go in this process
+
+
+def test_to_cpu_keeps_the_structure():
+    value = {"a": [torch.ones(2), (torch.zeros(1), 3)], "b": {"c": 1.5, "d": None}}
+    out = runs.to_cpu(value)
+    assert out["a"][1][1] == 3 and isinstance(out["a"][1], tuple) and out["b"] == {"c": 1.5, "d": None}
+    assert torch.equal(out["a"][0], torch.ones(2)) and out["a"][0].device.type == "cpu"
 
 
 def test_the_prunable_set_follows_the_coco_rule():
@@ -312,3 +331,66 @@ def test_reported_observations():
     claims = {c.name.split(".")[0]: c for c in ex.claims(fake_results(3))}
     assert claims["E1b"].status == claims["E3a"].status == "reported"
     assert claims["E1b"].measured == "within 1.5 points up to 95%" and claims["E3a"].measured == "10.0%"
+
+
+# --- on a GPU ----------------------------------------------------------------------------------
+
+def _structure(value, path=""):
+    """Keys, list lengths and tensor/array dtypes and shapes (the number of detections, a viewer
+    array's first dimension, may differ between devices)."""
+    if isinstance(value, dict):
+        return {k: _structure(v, f"{path}/{k}") for k, v in value.items() if k != "device"}
+    if isinstance(value, (list, tuple)):
+        return [_structure(v, path) for v in value]
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        shape = tuple(value.shape)
+        return (str(value.dtype), shape[1:] if "/viewer" in path else shape)
+    return type(value).__name__
+
+
+def _leaves(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _leaves(v)
+    else:
+        yield value
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_the_smoke_run_on_cuda_matches_the_cpu_run(smoke_results, tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LABKIT_PROGRESS", "off")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # full-precision convolutions, as on the CPU
+    gpu = ex.run(ex.from_budget("smoke", device="cuda", workers=1))
+    assert gpu["config"]["device"] == "cuda"
+    assert _structure(gpu) == _structure(smoke_results)
+    tensors = [x for x in _leaves(gpu) if isinstance(x, torch.Tensor)]
+    assert tensors and all(x.device.type == "cpu" for x in tensors)  # results never depend on the device
+    for ours, theirs in zip(_leaves(gpu), _leaves(smoke_results)):
+        if isinstance(ours, float):  # NaN only where the CPU run has it (a size bucket without objects)
+            assert math.isnan(ours) == math.isnan(theirs) and not math.isinf(ours)
+    assert all(torch.isfinite(w).all() for w in gpu["dense"]["state"].values() if w.is_floating_point())
+    for seed in [gpu] + gpu["other_seeds"]:
+        for section, entries in seed["tickets"].items():
+            for r in entries:  # the masks hold on the GPU too
+                assert r["revived"] == 0, section
+                assert r["sparsity"]["num_prunable"] - r["sparsity"]["num_pruned"] == r["expected_kept"], section
+    # same data, initialisation and batches: the first logged loss agrees, the rest drifts apart slowly
+    assert gpu["pretrain"]["loss"][0] == pytest.approx(smoke_results["pretrain"]["loss"][0], rel=2e-2)
+    assert gpu["pretrain"]["accuracy"] == pytest.approx(smoke_results["pretrain"]["accuracy"], abs=0.15)
+    assert 0 <= gpu["dense"]["metrics"]["AP"] <= 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_a_run_on_cuda_returns_cpu_tensors():
+    out = runs.pretrain(image_size=64, contrast=0.25, clutter=0.5, num_crops=16, crop_size=32, steps=2, lr=1e-3,
+                        seed=0, batch_size=4, device="cuda")
+    cpu = runs.pretrain(image_size=64, contrast=0.25, clutter=0.5, num_crops=16, crop_size=32, steps=2, lr=1e-3,
+                        seed=0, batch_size=4)
+    tensors = [x for x in _leaves(out) if isinstance(x, torch.Tensor)]
+    assert tensors and all(x.device.type == "cpu" for x in tensors)
+    assert _structure(out) == _structure(cpu)
+    assert out["loss"][0] == pytest.approx(cpu["loss"][0], rel=2e-2)  # same init, same first batch

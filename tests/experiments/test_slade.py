@@ -215,3 +215,32 @@ def test_student_bad_warmup_and_snapshots(tiny_teacher):
         student.train_student(pools, seed=0, steps=12, teacher_state=teacher["state"], warmup=2, select="label")
     with pytest.raises(ValueError, match="delta=inf.*finite"):
         student.train_student(pools, seed=0, steps=12, teacher_state=teacher["state"], warmup=2, delta=float("inf"))
+
+
+def test_runs_refuse_an_unknown_device_and_return_cpu_tensors(tiny_teacher):
+    pools, teacher = tiny_teacher
+    with pytest.raises(ValueError, match="device='tpu'"):
+        runs.train_labeled(pools, seed=0, steps=1, device="tpu")
+    with pytest.raises(ValueError, match="device='gpu'"):
+        student.train_student(pools, seed=0, steps=4, teacher_state=teacher["state"], warmup=1, device="gpu")
+    assert all(v.device.type == "cpu" for v in teacher["state"].values())
+    # device="cpu" is the default: the same run, bit for bit
+    default, explicit = (runs.train_labeled(pools, seed=0, steps=3, classes_per_batch=4, samples_per_class=3, **device)
+                         for device in ({}, dict(device="cpu")))
+    assert explicit["test"]["recall"] == default["test"]["recall"]
+    assert all(torch.equal(explicit["state"][k], v) for k, v in default["state"].items())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_single_runs_on_cuda_return_cpu_results(tiny_teacher):
+    pools, teacher = tiny_teacher
+    gpu_teacher = runs.train_labeled(pools, seed=0, steps=40, classes_per_batch=4, samples_per_class=3, device="cuda")
+    out = student.train_student(pools, seed=0, steps=12, teacher_state=gpu_teacher["state"], k=6, warmup=4,
+                                classes_per_batch=4, samples_per_class=3, device="cuda")
+    ssl = runs.pretrain_simclr(pools, seed=0, steps=4, batch_size=16, device="cuda")
+    for result in (gpu_teacher, out, ssl):
+        assert all(v.device.type == "cpu" and torch.isfinite(v.float()).all() for v in result["state"].values())
+        assert np.isfinite(result["history"]["loss"]["value"]).all()
+    # same initialisation and first batch as on the CPU: the first loss agrees (TF32 convolutions aside)
+    assert gpu_teacher["history"]["loss"]["value"][0] == pytest.approx(teacher["history"]["loss"]["value"][0], rel=2e-2)
+    assert 0 <= out["auc"]["basis"] <= 1 and out["delta_curve"] is not None

@@ -1,9 +1,11 @@
 """Chapter 06 (SLADE), the chapter: budgets and bad config, the smoke run's rows and stages, the
 validation sweep's choice, the tables, and the claim logic on hand-made 3-seed results."""
 import copy
+import math
 
 import numpy as np
 import pytest
+import torch
 from smoke import smoke_run_one_thread
 
 from labkit.experiments import slade as ex
@@ -30,6 +32,19 @@ def test_budgets_and_bad_fields():
             ex.from_budget("quick", **overrides)
     with pytest.raises(ValueError, match="unknown config field.*stpes"):
         ex.from_budget("quick", stpes=3)
+
+
+def test_an_unknown_device_is_refused():
+    with pytest.raises(ValueError, match="device='tpu'.*'cpu', 'cuda'"):
+        ex.from_budget("smoke", device="tpu")
+    assert ex.from_budget("smoke").device == "cpu"
+
+
+def test_the_runs_get_the_device_and_the_config_echoes_it(smoke_results):
+    cfg = ex.from_budget("smoke")
+    assert ex.teacher_kwargs(cfg, 0)["device"] == "cpu"
+    assert ex.student_kwargs(cfg, 0, "teacher.pt")["device"] == "cpu"
+    assert smoke_results["config"]["device"] == "cpu"
 
 
 def test_the_sweep_chooses_by_validation_and_keeps_the_default_on_ties():
@@ -98,3 +113,51 @@ def test_claims_follow_the_measured_gap(smoke_results):
     worse = by_name(ex.claims(_three_seeds(smoke_results, -0.2)))
     assert worse["1"].status == "not reproduced" and worse["3a"].status == "not reproduced"
     assert better["1"].asserted("full") and better["3a"].asserted("full") and not better["4a"].asserted("full")
+
+
+def _structure(value):
+    """``value`` with every number, string and bool replaced by its type and every tensor or array by
+    its shape and dtype: what must not depend on the device."""
+    if isinstance(value, dict):
+        return {key: _structure(v) for key, v in value.items() if key != "device"}
+    if isinstance(value, (list, tuple)):
+        return [_structure(v) for v in value]
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return type(value).__name__, tuple(value.shape), str(value.dtype)
+    return type(value).__name__
+
+
+def _leaves(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _leaves(v)
+    else:
+        yield value
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_the_smoke_run_on_cuda_matches_the_cpu_run(smoke_results, tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LABKIT_PROGRESS", "off")
+    gpu = ex.run(ex.from_budget("smoke", device="cuda", workers=1))
+    assert gpu["config"]["device"] == "cuda"
+    assert _structure(gpu) == _structure(smoke_results)
+    tensors = [x for x in _leaves(gpu) if isinstance(x, torch.Tensor)]
+    assert tensors and all(x.device.type == "cpu" for x in tensors)  # results never depend on the device
+    assert all(torch.isfinite(w).all() for w in tensors if w.is_floating_point())
+    for row, entries in gpu["rows"].items():
+        for entry in entries:
+            test = entry["test"]
+            assert all(0 <= v <= 1 for v in test["recall"].values()), row
+            assert math.isfinite(test.get("nmi", 0.0)) and len(test.get("hits", [0] * 800)) == 800, row
+            if "history" in entry:
+                assert np.isfinite(entry["history"]["loss"]["value"]).all(), row
+    # same data, initialisation and first batch: the first logged loss agrees (TF32 convolutions aside)
+    for row in (ex.TEACHER, ex.SSL_ONLY):
+        ours, theirs = (r["rows"][row][0]["history"]["loss"]["value"][0] for r in (gpu, smoke_results))
+        assert ours == pytest.approx(theirs, rel=2e-2), row
+    teacher_r1 = [r["rows"][ex.TEACHER][0]["test"]["recall"]["1"] for r in (gpu, smoke_results)]
+    assert teacher_r1[0] == pytest.approx(teacher_r1[1], abs=0.1)

@@ -1,5 +1,6 @@
 import dataclasses
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -24,6 +25,13 @@ def test_config_budgets_and_bad_fields():
         ex.from_budget("quick", num_stpes=3)
     with pytest.raises(ValueError, match="budget='medium'"):
         ex.from_budget("medium")
+    with pytest.raises(ValueError, match="device='tpu'.*'cpu', 'cuda'"):
+        ex.from_budget("smoke", device="tpu")
+    for train in (lambda: train_retrieval("contrastive", 0.1, 0, num_steps=1, device="tpu"),
+                  lambda: train_unit_circle("svmax", 0, device="tpu"),
+                  lambda: train_ring_gan(0.005, 0.01, 0, num_steps=1, device="tpu")):
+        with pytest.raises(ValueError, match="device='tpu'"):
+            train()
 
 
 def test_run_lists_match_the_plan():
@@ -36,6 +44,9 @@ def test_run_lists_match_the_plan():
     assert {(r["classes_per_batch"] * r["samples_per_class"], r["embedding_dim"]) for r in sweep} == {
         (b, d) for b in (40, 80, 160) for d in (8, 16, 32)}
     assert ex.sweep_runs(cfg) == []
+    full = ex.from_budget("full")
+    every_run = ex.grid_runs(full) + ex.ablation_runs(full) + ex.sweep_runs(full) + ex.gan_runs(full)
+    assert {r["device"] for r in every_run} == {"cpu"}
 
 
 def test_smoke_run_and_claims(smoke_results):
@@ -215,3 +226,44 @@ def test_seeds_without_a_partner_are_not_paired():
     assert "4 seeds" in claim.noise
     with pytest.raises(ValueError, match="no seed has both"):
         ex._seed_gains(results["grid"], ex._r1, dict(variant="svmax", loss="npair"), dict(variant="vanilla"))
+
+
+def _same_layout(cpu, gpu, where="results"):
+    """``gpu`` has ``cpu``'s keys, types and array shapes, finite where ``cpu`` is finite, every
+    tensor on the CPU. The warnings a run caught are checked apart (CUDA may add its own)."""
+    assert type(gpu) is type(cpu), where
+    if isinstance(cpu, dict):
+        assert set(gpu) == set(cpu), where
+        for key in set(cpu) - {"warnings"}:
+            _same_layout(cpu[key], gpu[key], f"{where}.{key}")
+        if "warnings" in cpu:
+            assert set(cpu["warnings"]) <= set(gpu["warnings"]), where
+    elif isinstance(cpu, (list, tuple)):
+        assert len(gpu) == len(cpu), where
+        for i, (a, b) in enumerate(zip(cpu, gpu)):
+            _same_layout(a, b, f"{where}[{i}]")
+    elif isinstance(cpu, torch.Tensor):
+        assert gpu.device.type == "cpu" and gpu.shape == cpu.shape and gpu.dtype == cpu.dtype, where
+    elif isinstance(cpu, np.ndarray):
+        assert gpu.shape == cpu.shape and gpu.dtype == cpu.dtype, where
+        if cpu.dtype.kind == "f":
+            assert np.isfinite(gpu)[np.isfinite(cpu)].all(), where
+    elif isinstance(cpu, float):
+        assert math.isfinite(gpu) or not math.isfinite(cpu), where
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_the_smoke_budget_runs_end_to_end_on_cuda(smoke_results, tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path))
+    on_gpu = ex.run(ex.from_budget("smoke", workers=1, device="cuda"))
+    assert on_gpu["config"]["device"] == "cuda"
+    on_gpu["config"]["device"] = "cpu"
+    _same_layout(smoke_results, on_gpu)
+    # the same initial weights on both devices (drawn on the CPU): the step-0 spectra and circle agree
+    for cpu, gpu in zip(smoke_results["grid"] + smoke_results["ablation"], on_gpu["grid"] + on_gpu["ablation"]):
+        assert (gpu["variant"], gpu["lr"], gpu["seed"]) == (cpu["variant"], cpu["lr"], cpu["seed"])
+        np.testing.assert_allclose(gpu["spectra"][0], cpu["spectra"][0], rtol=1e-4, atol=1e-5)
+    for cpu, gpu in zip(smoke_results["circle"], on_gpu["circle"]):
+        np.testing.assert_allclose(gpu["embeddings"][0], cpu["embeddings"][0], atol=1e-5)
+        np.testing.assert_array_equal(gpu["labels"], cpu["labels"])
+    assert [c.name for c in ex.claims(on_gpu)] == [c.name for c in ex.claims(smoke_results)]
