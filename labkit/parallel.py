@@ -202,6 +202,9 @@ def one_thread():
 
 def _call_one_thread(job: tuple[Callable[..., Any], dict[str, Any]]) -> Any:
     """One run on a cluster worker, limited to one thread as in the local pool."""
+    from .cluster import tune_worker_malloc
+
+    tune_worker_malloc()
     fn, kwargs = job
     with one_thread():
         return fn(**kwargs)

@@ -16,6 +16,10 @@ def _noise(seed: int) -> torch.Tensor:
     return torch.rand(3, generator=torch.Generator().manual_seed(seed))
 
 
+def _malloc_tuned() -> bool:
+    return cluster._tuned
+
+
 def _where(index: int) -> tuple[int, int]:
     import os
 
@@ -80,6 +84,21 @@ def test_map_runs_on_the_cluster_returns_the_runs_in_order(local_cluster, monkey
     assert [i for i, _ in ran] == list(range(6)) and {pid for _, pid in ran} <= worker_pids
     assert os.getpid() not in worker_pids
     assert {pid for _, pid in map_runs(_where, [dict(index=0), dict(index=1)], workers=1)} == {os.getpid()}
+    # Dask's nanny set MALLOC_TRIM_THRESHOLD_ in the workers: each run first puts glibc's thresholds back
+    assert map_runs(_malloc_tuned, [{}, {}, {}], workers=0) == [True] * 3
+
+
+def test_malloc_is_tuned_only_where_dask_set_its_trim_threshold():
+    import subprocess
+    import sys
+
+    code = "from labkit import cluster; print(cluster.tune_worker_malloc(), cluster.tune_worker_malloc())"
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
+    plain = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    dask_like = subprocess.run([sys.executable, "-c", code], env=env | {"MALLOC_TRIM_THRESHOLD_": "65536"},
+                               capture_output=True, text=True, check=True)
+    assert plain.stdout.split() == ["False", "False"]
+    assert dask_like.stdout.split() == (["True", "False"] if sys.platform.startswith("linux") else ["False", "False"])
 
 
 def test_a_chapter_smoke_run_is_bit_identical_on_the_cluster(local_cluster, tmp_path, monkeypatch):
