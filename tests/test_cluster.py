@@ -1,6 +1,7 @@
 """``LABKIT_EXECUTOR=dask:<address>``: runs on a Dask cluster give the local pool's numbers, and only
 the driver writes the cache."""
 import os
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -60,16 +61,39 @@ def test_a_bad_executor_is_a_one_line_error_naming_the_variable(value, monkeypat
         map_runs(_noise, [dict(seed=0)], workers=2)
 
 
+@contextmanager
+def _local_cluster(n_workers: int, **env: str):
+    """A ``LocalCluster`` of single-threaded worker processes that inherit ``env``.
+
+    A ``LocalCluster`` writes its workers' variables (``OMP_NUM_THREADS=1``,
+    ``MALLOC_TRIM_THRESHOLD_``) into this process's environment and leaves them there: every later
+    subprocess of the test session (chapter kernels, pool workers) would inherit them and run
+    slower. The environment is put back as it was."""
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        with distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                      dashboard_address=None, silence_logs=40) as started:
+            yield started
+    finally:
+        cluster.close()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def test_a_local_cluster_leaves_this_process_environment_as_it_was():
+    before = dict(os.environ)
+    with _local_cluster(1) as started:
+        assert started.scheduler_address
+    assert dict(os.environ) == before
+
+
 @pytest.fixture(scope="module")
 def local_cluster(tmp_path_factory):
     """Two single-threaded worker processes whose own cache folder must stay empty."""
     workers_cache = tmp_path_factory.mktemp("workers-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LABKIT_CACHE_DIR", str(workers_cache))  # what the worker processes inherit
-        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                      dashboard_address=None, silence_logs=40) as started:
-            yield started, workers_cache
-    cluster.close()
+    with _local_cluster(2, LABKIT_CACHE_DIR=str(workers_cache)) as started:
+        yield started, workers_cache
 
 
 def test_map_runs_on_the_cluster_returns_the_runs_in_order(local_cluster, monkeypatch):
