@@ -1,4 +1,5 @@
 """Shared by the experiment tests (importable because pyproject puts tests/ on the path)."""
+import numpy as np
 import pytest
 import torch
 from threadpoolctl import threadpool_limits
@@ -36,3 +37,26 @@ def smoke_run_one_thread(experiment, tmp_path_factory):
             yield from smoke_run(experiment, tmp_path_factory)
     finally:
         torch.set_num_threads(threads)
+
+
+def structure(value):
+    """Keys, lengths, types and tensor/array shapes of ``value``, recursively (no values)."""
+    if isinstance(value, dict):
+        return {k: structure(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [structure(v) for v in value]
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return (type(value).__name__, tuple(value.shape), str(value.dtype))
+    return type(value).__name__
+
+
+def leaves(value):
+    """Every non-container value in ``value``, depth first."""
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from leaves(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from leaves(v)
+    else:
+        yield value

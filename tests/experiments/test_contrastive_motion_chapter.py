@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from smoke import smoke_run_one_thread
+from smoke import leaves, smoke_run_one_thread, structure
 
 from labkit.experiments import contrastive_motion as ex
 from labkit.experiments import contrastive_motion_runs as runs
@@ -115,39 +115,17 @@ def test_claims_follow_the_measured_gap(smoke_results):
     assert better["1a"].asserted("full")
 
 
-def _structure(value):
-    """Keys, lengths, types and tensor/array shapes of ``value``, recursively (no values)."""
-    if isinstance(value, dict):
-        return {k: _structure(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_structure(v) for v in value]
-    if isinstance(value, (torch.Tensor, np.ndarray)):
-        return (type(value).__name__, tuple(value.shape), str(value.dtype))
-    return type(value).__name__
-
-
-def _leaves(value):
-    if isinstance(value, dict):
-        for v in value.values():
-            yield from _leaves(v)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _leaves(v)
-    else:
-        yield value
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_the_smoke_run_on_cuda_matches_the_cpu_run(smoke_results, tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("LABKIT_PROGRESS", "off")
     gpu = ex.run(ex.from_budget("smoke", device="cuda", workers=1))
     assert gpu["config"] == {**smoke_results["config"], "device": "cuda"}
-    assert _structure(gpu) == _structure(smoke_results)
-    tensors = [x for x in _leaves(gpu) if isinstance(x, torch.Tensor)]
+    assert structure(gpu) == structure(smoke_results)
+    tensors = [x for x in leaves(gpu) if isinstance(x, torch.Tensor)]
     assert tensors and all(x.device.type == "cpu" for x in tensors)  # results never depend on the device
     assert all(torch.isfinite(x).all() for x in tensors if x.is_floating_point())
-    for ours, theirs in zip(_leaves(gpu), _leaves(smoke_results)):
+    for ours, theirs in zip(leaves(gpu), leaves(smoke_results)):
         if isinstance(ours, float):  # NaN only where the CPU run has it
             assert math.isnan(ours) == math.isnan(theirs) and not math.isinf(ours)
     for row, budgets in gpu["rows"].items():
